@@ -1,0 +1,3 @@
+from radsync.cli.main import main
+
+main()

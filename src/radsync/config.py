@@ -1,0 +1,123 @@
+"""Settings: defaults < TOML file < RADSYNC_* environment variables < command-line flags; validated once.
+
+Everything radsync does is decided by one ``Settings`` object built at start and passed down; nothing reads
+the environment later (STYLE.md: load configuration once, strictly).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+_config_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar("radsync_config_file", default=None)
+
+Charset = Literal["ISO_IR 192", "ISO_IR 100", "ASCII"]
+
+
+class StationSettings(BaseModel):
+    """A modality that queries the worklist. ``charset`` is what its MWL answers are encoded in."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ae_title: str = Field(min_length=1, max_length=16)
+    modality: str = Field(min_length=1, max_length=16)
+    name: str = ""
+    location: str = ""
+    charset: Charset = "ISO_IR 192"
+
+    @field_validator("ae_title")
+    @classmethod
+    def _ae_title(cls, value: str) -> str:
+        value = value.strip()
+        if "\\" in value or not value.isprintable():
+            raise ValueError("an AE title may not contain a backslash or control characters")
+        return value
+
+    @field_validator("modality")
+    @classmethod
+    def _modality(cls, value: str) -> str:
+        return value.strip().upper()
+
+
+class _TomlFile(PydanticBaseSettingsSource):
+    """The TOML file named by ``--config`` (or RADSYNC_CONFIG), read once."""
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        super().__init__(settings_cls)
+        path = _config_file.get()
+        self._data: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8")) if path else {}
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._data)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RADSYNC_", extra="forbid", frozen=True)
+
+    data_dir: Path = Path("radsync-data")
+    host: str = "127.0.0.1"
+    hl7_port: int = Field(2575, ge=0, le=65535)
+    dicom_port: int = Field(11112, ge=0, le=65535)
+    http_port: int = Field(8080, ge=0, le=65535)
+    ae_title: str = Field("RADSYNC", min_length=1, max_length=16)
+    database_url: str = ""
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    # Wall-clock zone of the modalities: HL7 times with a UTC offset are converted to it for DA/TM
+    # (MAPPING.md §2.2). Empty = this machine's local zone.
+    timezone: str = ""
+    # Decoding when MSH-18 is empty: HL7 says ASCII, real senders send UTF-8 or Latin-1 (FIELD-NOTES C.20).
+    # UTF-8 is tried first; bytes that are not valid UTF-8 fall back to this.
+    hl7_fallback_charset: str = "cp1252"
+    hl7_max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    # Group commit: how many inbound HL7 messages may share one database transaction.
+    hl7_max_batch: int = Field(64, ge=1, le=1000)
+    mwl_max_answers: int = Field(5000, ge=1)
+    # Answer MWL queries that carry no Scheduled Station AE Title only with the steps of the calling AE's station
+    # (Orthanc's FilterIssuerAet): stops one room seeing another's list when the modality omits the key.
+    mwl_filter_by_calling_ae: bool = False
+    stations: tuple[StationSettings, ...] = ()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _TomlFile(settings_cls))
+
+    @field_validator("stations")
+    @classmethod
+    def _unique_ae_titles(cls, stations: tuple[StationSettings, ...]) -> tuple[StationSettings, ...]:
+        seen: set[str] = set()
+        for station in stations:
+            if station.ae_title in seen:
+                raise ValueError(f"station AE title {station.ae_title!r} is configured twice")
+            seen.add(station.ae_title)
+        return stations
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'radsync.db').resolve()}"
+
+
+def load_settings(config_file: Path | None = None, overrides: Mapping[str, Any] | None = None) -> Settings:
+    """Build the settings; ``overrides`` (command-line flags) win, ``None`` values in it are ignored."""
+    token = _config_file.set(config_file)
+    try:
+        given = {k: v for k, v in (overrides or {}).items() if v is not None}
+        return Settings(**given)
+    finally:
+        _config_file.reset(token)
