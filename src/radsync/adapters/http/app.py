@@ -1,0 +1,40 @@
+"""The HTTP application: health, metrics and (later) FHIR, DICOMweb and the operator API."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+import radsync
+
+if TYPE_CHECKING:
+    from radsync.bootstrap import Container
+
+
+def create_app(container: Container) -> FastAPI:
+    app = FastAPI(title="radsync", version=radsync.__version__, docs_url="/api/docs", openapi_url="/api/openapi.json")
+
+    @app.get("/healthz")
+    def healthz() -> JSONResponse:
+        """200 once every listener accepts connections, with where each one listens; 503 before."""
+        listeners = container.listeners
+        body: dict[str, Any] = {
+            "status": "ok" if listeners.all_up() else "starting",
+            "version": radsync.__version__,
+            "ae_title": container.settings.ae_title,
+            "listeners": listeners.describe(),
+        }
+        return JSONResponse(body, status_code=200 if listeners.all_up() else 503)
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, _exc: Exception) -> JSONResponse:
+        return JSONResponse({"error": "internal error", "detail": "see the server log"}, status_code=500)
+
+    return app

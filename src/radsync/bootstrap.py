@@ -1,0 +1,109 @@
+"""Composition root: builds every part from the settings and starts and stops them together.
+
+No business rules here; this is the one module that knows every adapter (STYLE.md §8).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from pydicom.uid import generate_uid
+
+from radsync.adapters.dicom.server import DicomServer
+from radsync.adapters.hl7.intake import Hl7Intake
+from radsync.adapters.hl7.server import Hl7Server
+from radsync.adapters.http.app import create_app
+from radsync.adapters.http.server import HttpServer
+from radsync.adapters.persistence.engine import Engines, create_engines
+from radsync.adapters.persistence.migrate import upgrade
+from radsync.app.orders import OrderService
+from radsync.app.stations import Station, StationDirectory
+from radsync.clock import utc_now
+from radsync.config import Settings
+
+log = logging.getLogger("radsync")
+
+
+def new_study_uid() -> str:
+    """A UUID-derived UID under the 2.25 root (PS3.5 B.2): unique without a registered org root."""
+    return str(generate_uid(prefix=None))
+
+
+@dataclass
+class Listeners:
+    """Where each listener accepts connections, once it does."""
+
+    hl7: int | None = None
+    dicom: int | None = None
+    http: int | None = None
+    host: str = "127.0.0.1"
+
+    def all_up(self) -> bool:
+        return None not in (self.hl7, self.dicom, self.http)
+
+    def describe(self) -> dict[str, str]:
+        return {
+            "hl7_mllp": f"{self.host}:{self.hl7}",
+            "dicom": f"{self.host}:{self.dicom}",
+            "http": f"{self.host}:{self.http}",
+        }
+
+
+@dataclass
+class Container:
+    """Everything built from the settings, shared by the listeners."""
+
+    settings: Settings
+    engines: Engines
+    orders: OrderService
+    listeners: Listeners = field(default_factory=Listeners)
+
+
+def build_container(settings: Settings) -> Container:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engines = create_engines(settings.effective_database_url, sqlite_synchronous=settings.sqlite_synchronous)
+    upgrade(engines.write)
+    stations = StationDirectory(
+        Station(s.ae_title, s.modality, s.name, s.location) for s in settings.stations
+    )
+    return Container(
+        settings=settings,
+        engines=engines,
+        orders=OrderService(stations, new_study_uid),
+        listeners=Listeners(host=settings.host),
+    )
+
+
+async def run_service(settings: Settings, stop: asyncio.Event) -> None:
+    """Start every listener, wait for ``stop``, then stop them in reverse order."""
+    container = build_container(settings)
+    intake = Hl7Intake(settings, container.engines, container.orders, utc_now)
+    hl7_server = Hl7Server(intake, settings.host, settings.hl7_port, settings.hl7_max_message_bytes)
+    dicom_server = DicomServer(settings, container.engines)
+    http_server = HttpServer(create_app(container), settings.host, settings.http_port)
+    started: list[str] = []
+    try:
+        intake.start()
+        started.append("intake")
+        container.listeners.hl7 = await hl7_server.start()
+        started.append("hl7")
+        container.listeners.dicom = await asyncio.to_thread(dicom_server.start)
+        started.append("dicom")
+        container.listeners.http = await http_server.start()
+        started.append("http")
+        log.info("radsync listening: %s", container.listeners.describe())
+        await stop.wait()
+    finally:
+        log.info("radsync stopping")
+        if "http" in started:
+            await http_server.stop()
+        if "dicom" in started:
+            await asyncio.to_thread(dicom_server.stop)
+        if "hl7" in started:
+            await hl7_server.stop()
+        if "intake" in started:
+            await asyncio.to_thread(intake.stop)
+        container.engines.dispose()
+        log.info("radsync stopped")

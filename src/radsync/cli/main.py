@@ -1,0 +1,16 @@
+"""The `radsync` command: serve, db and (later) operator commands."""
+
+from __future__ import annotations
+
+import typer
+
+from radsync.cli import db, serve
+
+app = typer.Typer(name="radsync", help="Brokerless RIS-PACS integration hub.", no_args_is_help=True,
+                  add_completion=False)
+serve.register(app)
+app.add_typer(db.app, name="db")
+
+
+def main() -> None:
+    app()
