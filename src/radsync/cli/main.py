@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import typer
 
-from radsync.cli import db, serve
+from radsync.cli import db, messages, serve
 
 app = typer.Typer(name="radsync", help="Brokerless RIS-PACS integration hub.", no_args_is_help=True,
                   add_completion=False)
 serve.register(app)
 app.add_typer(db.app, name="db")
+app.add_typer(messages.app, name="messages")
 
 
 def main() -> None:

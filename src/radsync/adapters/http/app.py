@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import radsync
+from radsync.adapters.http.ops import ops_router
 
 if TYPE_CHECKING:
     from radsync.bootstrap import Container
@@ -32,6 +33,8 @@ def create_app(container: Container) -> FastAPI:
     @app.get("/metrics")
     def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    app.include_router(ops_router(container.engines.read))
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, _exc: Exception) -> JSONResponse:
