@@ -6,22 +6,34 @@ No business rules here; this is the one module that knows every adapter (STYLE.m
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 from dataclasses import dataclass, field
 
 from pydicom.uid import generate_uid
 
-from radsync.adapters.dicom.server import DicomServer
+from radsync.adapters.dicom.workers import dicom_listener
+from radsync.adapters.hl7.datatypes import site_zone
+from radsync.adapters.hl7.outbound.segments import Sender
+from radsync.adapters.hl7.outbound.wire import Hl7Wire
+from radsync.adapters.outbox.dispatcher import OutboxDispatcher, destination_routes
 from radsync.adapters.hl7.intake import Hl7Intake
 from radsync.adapters.hl7.server import Hl7Server
 from radsync.adapters.http.app import create_app
 from radsync.adapters.http.server import HttpServer
+from radsync.adapters.blobstore import FileBlobStore
 from radsync.adapters.persistence.engine import Engines, create_engines
 from radsync.adapters.persistence.migrate import upgrade
 from radsync.app.orders import OrderService
+from radsync.app.outbound import Outbound
+from radsync.app.procedures import ProcedureService
+from radsync.app.reconcile import Reconciler
 from radsync.app.stations import Station, StationDirectory
+from radsync.app.studies import StudyService
 from radsync.clock import utc_now
-from radsync.config import Settings
+from radsync.config import ReconciliationSettings, Settings
+from radsync.domain.identity import IdentityMode, IdentityPolicy
+from radsync.domain.reconciliation import ReconciliationPolicy
 
 log = logging.getLogger("radsync")
 
@@ -58,6 +70,13 @@ class Container:
     settings: Settings
     engines: Engines
     orders: OrderService
+    studies: StudyService
+    procedures: ProcedureService
+    reconciler: Reconciler
+    blobs: FileBlobStore
+    outbox: OutboxDispatcher  # delivery workers; started by run_service (tests may start it themselves)
+    outbound: Outbound  # hand to transaction() / SqlUnitOfWork so use cases can queue messages
+    zone: dt.tzinfo | None  # the site's time zone (settings.timezone; None = this machine's)
     listeners: Listeners = field(default_factory=Listeners)
 
 
@@ -68,23 +87,47 @@ def build_container(settings: Settings) -> Container:
     stations = StationDirectory(
         Station(s.ae_title, s.modality, s.name, s.location) for s in settings.stations
     )
+    reconciler = Reconciler(reconciliation_policy(settings.reconciliation))
+    dispatcher = OutboxDispatcher(settings, engines, utc_now)
+    zone = site_zone(settings.timezone)
+    wire = Hl7Wire(Sender(settings.ae_title, "", zone))
     return Container(
         settings=settings,
         engines=engines,
-        orders=OrderService(stations, new_study_uid),
+        orders=OrderService(stations, new_study_uid, on_placed=reconciler.on_order_placed),
+        studies=StudyService(reconciler),
+        procedures=ProcedureService(reconciler),
+        reconciler=reconciler,
+        blobs=FileBlobStore(settings.data_dir / "blobs"),
+        outbox=dispatcher,
+        outbound=Outbound(destination_routes(settings), wire, dispatcher.notify),
+        zone=zone,
         listeners=Listeners(host=settings.host),
+    )
+
+
+def reconciliation_policy(settings: ReconciliationSettings) -> ReconciliationPolicy:
+    return ReconciliationPolicy(
+        identity=IdentityPolicy(IdentityMode(settings.identity), settings.accept_unqualified_patient_id),
+        date_window_days=settings.date_window_days,
+        patient_rule_despite_unknown_accession=settings.patient_rule_despite_unknown_accession,
+        images_complete_started_steps=settings.images_complete_started_steps,
+        candidate_limit=settings.candidate_limit,
+        candidate_window_days=settings.candidate_window_days,
     )
 
 
 async def run_service(settings: Settings, stop: asyncio.Event) -> None:
     """Start every listener, wait for ``stop``, then stop them in reverse order."""
     container = build_container(settings)
-    intake = Hl7Intake(settings, container.engines, container.orders, utc_now)
+    intake = Hl7Intake(settings, container.engines, container.orders, utc_now, outbound=container.outbound)
     hl7_server = Hl7Server(intake, settings.host, settings.hl7_port, settings.hl7_max_message_bytes)
-    dicom_server = DicomServer(settings, container.engines)
+    dicom_server = dicom_listener(settings, container)
     http_server = HttpServer(create_app(container), settings.host, settings.http_port)
     started: list[str] = []
     try:
+        await asyncio.to_thread(container.outbox.start)
+        started.append("outbox")
         intake.start()
         started.append("intake")
         container.listeners.hl7 = await hl7_server.start()
@@ -105,5 +148,7 @@ async def run_service(settings: Settings, stop: asyncio.Event) -> None:
             await hl7_server.stop()
         if "intake" in started:
             await asyncio.to_thread(intake.stop)
+        if "outbox" in started:
+            await asyncio.to_thread(container.outbox.stop)
         container.engines.dispose()
         log.info("radsync stopped")

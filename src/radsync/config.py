@@ -12,8 +12,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from radsync.app.outbox import OutboxEvent
 
 _config_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar("radsync_config_file", default=None)
 
@@ -43,6 +45,76 @@ class StationSettings(BaseModel):
     @classmethod
     def _modality(cls, value: str) -> str:
         return value.strip().upper()
+
+
+class HL7DestinationSettings(BaseModel):
+    """An HL7 v2 receiver (usually the RIS) that radsync sends results and status changes to, over MLLP.
+
+    Timeouts and backoffs are in seconds. A failed attempt is retried after ``backoff_initial`` doubling up to
+    ``backoff_max`` (with jitter); after ``max_attempts`` failed attempts the message becomes a dead letter and the
+    queue moves on. An unreachable receiver (connection refused) is not the message's fault and does not count.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    host: str = Field(min_length=1)
+    port: int = Field(ge=1, le=65535)
+    events: tuple[OutboxEvent, ...] = ("report", "status")
+    connect_timeout: float = Field(5.0, gt=0)
+    ack_timeout: float = Field(10.0, gt=0)
+    max_attempts: int = Field(10, ge=1)
+    backoff_initial: float = Field(1.0, gt=0)
+    backoff_max: float = Field(300.0, gt=0)
+    # AR/CR: the receiver refuses the message type, version or processing ID; resending unchanged is useless.
+    dead_on_reject: bool = True
+    # AE/CE: a content error. HL7 says resending unchanged fails again, but receivers also answer AE for transient
+    # trouble (order not there yet), so the default retries.
+    dead_on_error: bool = False
+
+    @field_validator("events")
+    @classmethod
+    def _distinct_events(cls, events: tuple[OutboxEvent, ...]) -> tuple[OutboxEvent, ...]:
+        return tuple(dict.fromkeys(events))
+
+    @model_validator(mode="after")
+    def _backoff_range(self) -> HL7DestinationSettings:
+        if self.backoff_max < self.backoff_initial:
+            raise ValueError("backoff_max must not be smaller than backoff_initial")
+        return self
+
+
+class DicomDestinationSettings(BaseModel):
+    """A DICOM AE radsync may send to: a C-MOVE destination (PS3.4 C.4.2), named by its AE title."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ae_title: str = Field(min_length=1, max_length=16)
+    host: str = Field(min_length=1)
+    port: int = Field(ge=1, le=65535)
+
+    @field_validator("ae_title")
+    @classmethod
+    def _ae_title(cls, value: str) -> str:
+        value = value.strip()
+        if not value or "\\" in value or not value.isprintable():
+            raise ValueError("an AE title may not be blank or contain a backslash or control characters")
+        return value
+
+
+class ReconciliationSettings(BaseModel):
+    """How arriving studies are matched to orders (docs/reconciliation.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # strict: patient ID, name and birth date must agree; tolerant: small name typos pass; lenient: ID only.
+    identity: Literal["strict", "tolerant", "lenient"] = "strict"
+    accept_unqualified_patient_id: bool = True
+    date_window_days: int = Field(1, ge=0, le=30)
+    patient_rule_despite_unknown_accession: bool = False
+    images_complete_started_steps: bool = False
+    candidate_limit: int = Field(5, ge=1, le=50)
+    candidate_window_days: int = Field(7, ge=0, le=365)
 
 
 class _TomlFile(PydanticBaseSettingsSource):
@@ -82,10 +154,21 @@ class Settings(BaseSettings):
     # Group commit: how many inbound HL7 messages may share one database transaction.
     hl7_max_batch: int = Field(64, ge=1, le=1000)
     mwl_max_answers: int = Field(5000, ge=1)
+    # Receiving processes sharing the DICOM port (SO_REUSEPORT): pynetdicom is GIL-bound per process, so C-STORE
+    # scales with associations only across processes. 0 = auto: min(4, CPU count); 1 = in the serving process.
+    dicom_processes: int = Field(0, ge=0, le=64)
+    # C-STORE answer for a known SOP Instance UID with other content (original kept, newcomer set aside):
+    # "warning" = 0xB000 with an Error Comment, "success" = 0x0000 (FIELD-NOTES §20: configurable).
+    dicom_duplicate_status: Literal["warning", "success"] = "warning"
     # Answer MWL queries that carry no Scheduled Station AE Title only with the steps of the calling AE's station
     # (Orthanc's FilterIssuerAet): stops one room seeing another's list when the modality omits the key.
     mwl_filter_by_calling_ae: bool = False
     stations: tuple[StationSettings, ...] = ()
+    reconciliation: ReconciliationSettings = ReconciliationSettings()
+    hl7_destinations: tuple[HL7DestinationSettings, ...] = ()
+    # Query/Retrieve: C-MOVE destinations, and the most answers one C-FIND returns before refusing with 0xA700.
+    dicom_destinations: tuple[DicomDestinationSettings, ...] = ()
+    qr_max_answers: int = Field(10000, ge=1)
 
     @classmethod
     def settings_customise_sources(
@@ -107,6 +190,30 @@ class Settings(BaseSettings):
                 raise ValueError(f"station AE title {station.ae_title!r} is configured twice")
             seen.add(station.ae_title)
         return stations
+
+    @field_validator("hl7_destinations")
+    @classmethod
+    def _unique_destination_names(
+        cls, destinations: tuple[HL7DestinationSettings, ...]
+    ) -> tuple[HL7DestinationSettings, ...]:
+        seen: set[str] = set()
+        for destination in destinations:
+            if destination.name in seen:
+                raise ValueError(f"HL7 destination {destination.name!r} is configured twice")
+            seen.add(destination.name)
+        return destinations
+
+    @field_validator("dicom_destinations")
+    @classmethod
+    def _unique_dicom_destinations(
+        cls, destinations: tuple[DicomDestinationSettings, ...]
+    ) -> tuple[DicomDestinationSettings, ...]:
+        seen: set[str] = set()
+        for destination in destinations:
+            if destination.ae_title in seen:
+                raise ValueError(f"DICOM destination {destination.ae_title!r} is configured twice")
+            seen.add(destination.ae_title)
+        return destinations
 
     @property
     def effective_database_url(self) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from radsync.app.ports import OrderKey
+from radsync.app.reports import RecordReport
 from radsync.domain.order import ImagingOrder
 from radsync.domain.patient import PatientUpdate
 from radsync.domain.status import StepEvent
@@ -43,4 +44,4 @@ class UpdatePatient:
     patient: PatientUpdate
 
 
-Command = PlaceOrder | UpdateOrder | ChangeStepStatus | UpdatePatient
+Command = PlaceOrder | UpdateOrder | ChangeStepStatus | UpdatePatient | RecordReport

@@ -18,14 +18,18 @@ from radsync.domain.patient import Patient, PatientUpdate
 from radsync.domain.status import StepEvent
 
 NewUid = Callable[[], str]
+# Called in the same unit of work after an order is placed or updated: late ORM, images that arrived before
+# their order reconcile at once (app.reconcile.Reconciler.on_order_placed).
+OrderPlacedHook = Callable[[UnitOfWork, ImagingOrder], object]
 
 
 class OrderService:
     """The order use cases, with the site policy they need (stations, UID generation)."""
 
-    def __init__(self, stations: StationDirectory, new_uid: NewUid) -> None:
+    def __init__(self, stations: StationDirectory, new_uid: NewUid, on_placed: OrderPlacedHook | None = None) -> None:
         self._stations = stations
         self._new_uid = new_uid
+        self._on_placed = on_placed
 
     def place(self, uow: UnitOfWork, command: PlaceOrder | UpdateOrder) -> ImagingOrder:
         """Create the order or merge it into the known one; return what is now stored."""
@@ -57,6 +61,8 @@ class OrderService:
                 message_id=uow.message_id,
             ),
         )
+        if self._on_placed is not None:
+            self._on_placed(uow, merged)
         return merged
 
     def change_status(self, uow: UnitOfWork, command: ChangeStepStatus) -> ImagingOrder:

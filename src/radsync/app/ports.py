@@ -5,11 +5,17 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from radsync.domain.ids import EntityId, PatientId
 from radsync.domain.order import ImagingOrder
 from radsync.domain.patient import Patient
+
+if TYPE_CHECKING:
+    from radsync.app.outbound import MessageWire
+    from radsync.app.outbox import Outbox
+    from radsync.app.study_ports import MppsRepository, ProcedureLookup, StudyRepository
+    from radsync.domain.report import Report, ReportStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,11 +61,35 @@ class OrderRepository(Protocol):
     def add_timeline(self, order: ImagingOrder, entry: TimelineEntry) -> None: ...
 
 
+class ReportRepository(Protocol):
+    """Reports per order (every version kept), and the studies an order's report is about."""
+
+    def current_status(self, key: OrderKey) -> ReportStatus | None: ...
+
+    def add(self, key: OrderKey, report: Report, *, source: str, message_id: int | None) -> int:
+        """Store ``report`` as the order's current version; the previous one is marked superseded."""
+        ...
+
+    def linked_study_uids(self, key: OrderKey) -> tuple[str, ...]:
+        """Study Instance UIDs linked to the order's procedures (never a CONFLICT study: it has no links)."""
+        ...
+
+    def orders_sharing_studies(self, key: OrderKey) -> list[OrderKey]:
+        """Other orders linked to a study of this order (grouped procedures, MAPPING.md §7.1)."""
+        ...
+
+
 class UnitOfWork(Protocol):
     """One atomic piece of work: everything written through it commits together or not at all."""
 
     patients: PatientRepository
     orders: OrderRepository
+    studies: StudyRepository  # app/study_ports.py: stored studies, links, decisions
+    mpps: MppsRepository
+    procedures: ProcedureLookup  # requested procedures as reconciliation candidates
+    reports: ReportRepository
+    outbox: Outbox  # messages to other systems, committed with the state change (app/outbox.py)
+    wire: MessageWire  # builds those messages (adapters/hl7/outbound)
     message_id: int | None
 
     def now(self) -> dt.datetime: ...

@@ -5,9 +5,22 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 
 from radsync.adapters.persistence.tables import message_log
+
+# Built once (the HL7 intake runs all three for every message; building a statement costs more than running it).
+_PREVIOUS = (
+    select(message_log.c.pk, message_log.c.content_hash, message_log.c.outcome, message_log.c.ack)
+    .where(
+        message_log.c.sender == bindparam("sender"),
+        message_log.c.control_id == bindparam("control_id"),
+        message_log.c.direction == "in",
+    )
+    .order_by(message_log.c.pk.desc())
+)
+_INSERT = insert(message_log).returning(message_log.c.pk)
+_UPDATE = update(message_log).where(message_log.c.pk == bindparam("_pk"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,38 +49,36 @@ class SqlMessageLog:
 
     def previous(self, sender: str, control_id: str) -> list[LoggedMessage]:
         """Earlier inbound messages with the same sender and control ID, newest first."""
-        rows = self._conn.execute(
-            select(message_log.c.pk, message_log.c.content_hash, message_log.c.outcome, message_log.c.ack)
-            .where(
-                message_log.c.sender == sender,
-                message_log.c.control_id == control_id,
-                message_log.c.direction == "in",
-            )
-            .order_by(message_log.c.pk.desc())
-        ).all()
+        rows = self._conn.execute(_PREVIOUS, {"sender": sender, "control_id": control_id}).all()
         return [LoggedMessage(r.pk, r.content_hash, r.outcome, r.ack) for r in rows]
 
-    def record_inbound(self, record: InboundRecord, at: dt.datetime, flags: str = "") -> int:
+    def record_inbound(
+        self, record: InboundRecord, at: dt.datetime, flags: str = "", *,
+        outcome: str = "", ack: bytes | None = None, error: str = "",
+    ) -> int:
+        """Insert the raw message; a caller that already knows the answer records it in the same statement."""
         return self._conn.execute(
-            insert(message_log)
-            .values(
-                direction="in",
-                protocol=record.protocol,
-                sender=record.sender,
-                receiver=record.receiver,
-                control_id=record.control_id,
-                message_type=record.message_type,
-                received_at=at,
-                content_hash=record.content_hash,
-                raw=record.raw,
-                peer=record.peer,
-                flags=flags,
-            )
-            .returning(message_log.c.pk)
+            _INSERT,
+            {
+                "direction": "in",
+                "protocol": record.protocol,
+                "sender": record.sender,
+                "receiver": record.receiver,
+                "control_id": record.control_id,
+                "message_type": record.message_type,
+                "received_at": at,
+                "content_hash": record.content_hash,
+                "raw": record.raw,
+                "peer": record.peer,
+                "flags": flags,
+                "outcome": outcome,
+                "ack": ack,
+                "error": error,
+            },
         ).scalar_one()
 
     def record_outcome(self, pk: int, outcome: str, ack: bytes | None, error: str = "", flags: str = "") -> None:
         values: dict[str, object] = {"outcome": outcome, "ack": ack, "error": error}
         if flags:
             values["flags"] = flags
-        self._conn.execute(update(message_log).where(message_log.c.pk == pk).values(values))
+        self._conn.execute(_UPDATE, values | {"_pk": pk})

@@ -1,0 +1,118 @@
+"""Outbound messages about an order: what the wire builder needs, and the fan-out to subscribed destinations.
+
+The use cases decide *that* a message goes out (a report, a status change); the HL7 adapter decides *how* it
+looks (``MessageWire``, implemented in ``adapters/hl7/outbound``). Each message is queued through
+``uow.outbox`` in the caller's transaction (ARCHITECTURE invariant 4) with its own stable control ID.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import TYPE_CHECKING, Protocol
+
+from radsync.app.outbox import DestinationRoutes, OutboxEvent, new_control_id
+from radsync.app.ports import OrderKey
+from radsync.domain.order import ImagingOrder
+from radsync.domain.patient import Patient
+from radsync.domain.report import Report
+
+if TYPE_CHECKING:
+    from radsync.app.ports import UnitOfWork
+
+
+class PlacerStatus(Enum):
+    """The order status told to the placer: ORC-5 (HL7 v2.5.1 table 0038; MAPPING.md §4.3)."""
+
+    IN_PROGRESS = "IP"
+    COMPLETED = "CM"
+    DISCONTINUED = "DC"
+
+
+@dataclass(frozen=True, slots=True)
+class OrderContext:
+    """An order as it leaves radsync: current demographics and the studies that fulfil it."""
+
+    order: ImagingOrder
+    patient: Patient
+    study_uids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Addressed:
+    """Where and when a message goes: the destination (MSH-5) and the control ID (MSH-10)."""
+
+    destination: str
+    control_id: str
+    at: dt.datetime
+
+
+class MessageWire(Protocol):
+    """Builds finished wire messages (bytes); the HL7 adapter implements it."""
+
+    def result(self, ctx: OrderContext, report: Report, address: Addressed) -> bytes:
+        """ORU^R01 carrying ``report`` for one order (HL7 v2.5.1 ch. 7.3.1)."""
+        ...
+
+    def order_status(
+        self, ctx: OrderContext, status: PlacerStatus, address: Addressed, *, result: Report | None = None
+    ) -> bytes:
+        """ORM^O01 ORC-1 SC with ORC-5 = ``status`` (HL7 v2.5.1 ch. 4.4.1; MAPPING.md §9.7)."""
+        ...
+
+
+def context_of(uow: UnitOfWork, order: ImagingOrder) -> OrderContext:
+    """The order with its patient as stored now (invariant 5: current truth on the way out)."""
+    patient = uow.patients.get(order.patient_id) or Patient(id=order.patient_id)
+    linked = uow.reports.linked_study_uids(OrderKey.of(order))
+    own = tuple(p.study_instance_uid for p in order.procedures if p.study_instance_uid)
+    return OrderContext(order, patient, linked or own)
+
+
+def send(
+    uow: UnitOfWork,
+    event: OutboxEvent,
+    ctx: OrderContext,
+    message_type: str,
+    build: _Build,
+) -> list[str]:
+    """Queue one message per destination subscribed to ``event``; return the control IDs (for the timeline)."""
+    control_ids = []
+    for destination in uow.outbox.destinations(event):
+        address = Addressed(destination, new_control_id(), uow.now())
+        payload = build(address)
+        uow.outbox.enqueue(destination, message_type, payload, address.control_id, OrderKey.of(ctx.order))
+        control_ids.append(address.control_id)
+    return control_ids
+
+
+class _Build(Protocol):
+    def __call__(self, address: Addressed) -> bytes: ...
+
+
+
+class NoWire:
+    """The wire of a unit of work with no destinations: nothing is ever built, so nothing is asked of it."""
+
+    def result(self, ctx: OrderContext, report: Report, address: Addressed) -> bytes:
+        raise RuntimeError("no message wire configured")
+
+    def order_status(
+        self, ctx: OrderContext, status: PlacerStatus, address: Addressed, *, result: Report | None = None
+    ) -> bytes:
+        raise RuntimeError("no message wire configured")
+
+
+@dataclass(frozen=True)
+class Outbound:
+    """What a unit of work needs to queue messages: routes (who wants what), the wire, and whom to wake after
+    commit (``OutboxDispatcher.notify``). Built once by the composition root."""
+
+    routes: DestinationRoutes = field(default_factory=DestinationRoutes)
+    wire: MessageWire = field(default_factory=NoWire)
+    notify: Callable[[], None] | None = None
+
+
+NO_OUTBOUND = Outbound()

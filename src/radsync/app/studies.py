@@ -1,0 +1,261 @@
+"""Study use cases: record a received instance (C-STORE, STOW-RS), list and inspect the queues.
+
+Sequence for a storage adapter (ARCHITECTURE invariant 2, durable before acknowledge)::
+
+    blob = blobs.put(file_bytes)               # temp file, fsync, atomic link: outside the transaction
+    with transaction(engine, clock) as uow:    # one short write transaction
+        result = studies.record_instance(uow, InstanceReceived(...header values..., instance=...blob...))
+    # committed: now answer the C-STORE (result.outcome -> DIMSE status via the adapter's table)
+
+A known study's later instance costs three indexed statements (locate, insert, touch); reconciliation runs
+once per new study, and again only when a new series brings new keys. Later instances follow the study's
+current state and links (FIELD-NOTES §1): a study split over two associations twenty minutes apart is one
+study.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from radsync.app.ports import UnitOfWork
+from radsync.app.reconcile import ManualReconcile, Reconciler, Unlink
+from radsync.app.study_ports import StudyLocation, StudySummary
+from radsync.domain.candidates import ScoredCandidate
+from radsync.domain.errors import MissingValue
+from radsync.domain.ids import PatientId
+from radsync.domain.reconciliation import Decision
+from radsync.domain.study import (
+    DecisionRecord,
+    InstanceOutcome,
+    InstanceSummary,
+    SeriesHeader,
+    Study,
+    StudyHeader,
+    StudyState,
+    UnknownStudy,
+    resend_outcome,
+)
+
+log = logging.getLogger(__name__)
+
+QUARANTINE_PATIENT_MISMATCH = "patient_id_mismatch"
+RULE_KNOWN_STUDY = "known_study"
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceReceived:
+    """One stored SOP Instance, as plain values the adapter extracted from its header (no pydicom objects).
+
+    ``header`` carries this instance's patient and study attributes as received; ``series`` its series
+    attributes, including the Request Attributes Sequence items; ``instance.blob`` where its bytes are.
+    """
+
+    study_instance_uid: str
+    series: SeriesHeader
+    instance: InstanceSummary
+    header: StudyHeader
+    calling_ae_title: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceRecorded:
+    outcome: InstanceOutcome
+    study_state: StudyState
+    new_study: bool = False
+    decision: Decision | None = None  # set when this instance (re)decided the study
+
+
+@dataclass(frozen=True, slots=True)
+class StudyView:
+    """A study for the queues: as received, its state and links, counts, candidates, history."""
+
+    summary: StudySummary
+    candidates: tuple[ScoredCandidate, ...] = ()
+    history: tuple[DecisionRecord, ...] = ()
+
+    @property
+    def study(self) -> Study:
+        return self.summary.study
+
+
+class StudyService:
+    def __init__(self, reconciler: Reconciler) -> None:
+        self.reconciler = reconciler
+
+    def record_instance(self, uow: UnitOfWork, command: InstanceReceived) -> InstanceRecorded:
+        """Index a received instance; reconcile its study when new (or newly keyed while unassigned)."""
+        _require(command)
+        location = uow.studies.locate(command.study_instance_uid, command.series.series_instance_uid)
+        if location is not None and location.series_key is not None:  # the hot path: a known series
+            quarantine = self._quarantine(uow, location, command.header.patient_id)
+            if uow.studies.add_instance(location, location.series_key, command.instance, quarantine):
+                self._stored(uow, location, command, quarantine)
+                return InstanceRecorded(_stored_outcome(quarantine), location.state)
+            return self._resend(uow, command)
+        if uow.studies.instance(command.instance.sop_instance_uid) is not None:
+            return self._resend(uow, command)  # same SOP Instance UID under another series or study
+        if location is None:
+            return self._first_of_study(uow, command)
+        return self._new_series(uow, location, command)
+
+    def list_studies(
+        self,
+        uow: UnitOfWork,
+        state: StudyState,
+        *,
+        limit: int = 50,
+        offset: int = 0,
+        with_candidates: bool = True,
+    ) -> list[StudyView]:
+        """The Unassigned (or Conflict, or Matched) queue, oldest first, with ranked candidates."""
+        summaries = uow.studies.list(state, limit=limit, offset=offset)
+        return [self._view(uow, s, with_candidates and state is not StudyState.MATCHED) for s in summaries]
+
+    def get_study(self, uow: UnitOfWork, study_instance_uid: str) -> StudyView:
+        summary = uow.studies.summary(study_instance_uid)
+        if summary is None:
+            raise UnknownStudy("no such study", field="study.study_instance_uid")
+        view = self._view(uow, summary, summary.study.state is not StudyState.MATCHED)
+        return StudyView(view.summary, view.candidates, tuple(uow.studies.history(study_instance_uid)))
+
+    def reconcile_manually(self, uow: UnitOfWork, command: ManualReconcile) -> StudyView:
+        self.reconciler.reconcile_manually(uow, command)
+        return self.get_study(uow, command.study_instance_uid)
+
+    def unlink(self, uow: UnitOfWork, command: Unlink) -> StudyView:
+        self.reconciler.unlink(uow, command)
+        return self.get_study(uow, command.study_instance_uid)
+
+    # -- internals -------------------------------------------------------------------------------------------
+
+    def _first_of_study(self, uow: UnitOfWork, command: InstanceReceived) -> InstanceRecorded:
+        header = command.header.with_series(
+            command.series.modality, command.series.request_items, command.series.referenced_mpps
+        )
+        study = Study(command.study_instance_uid, header, StudyState.UNASSIGNED)
+        location = uow.studies.add_study(study)
+        if location is None:  # another association created it a moment ago: this is a later instance
+            location = uow.studies.locate(command.study_instance_uid, command.series.series_instance_uid)
+            if location is None:
+                raise LookupError("study vanished within the transaction")
+            return self._new_series(uow, location, command)
+        series_key = uow.studies.add_series(location, command.series)
+        uow.studies.add_instance(location, series_key, command.instance)
+        decision = self.reconciler.decide_study(uow, study, trigger="instance")
+        return InstanceRecorded(InstanceOutcome.STORED, decision.state, new_study=True, decision=decision)
+
+    def _new_series(
+        self, uow: UnitOfWork, location: StudyLocation, command: InstanceReceived
+    ) -> InstanceRecorded:
+        series_key = location.series_key or uow.studies.add_series(location, command.series)
+        quarantine = self._quarantine(uow, location, command.header.patient_id)
+        if not uow.studies.add_instance(location, series_key, command.instance, quarantine):
+            return self._resend(uow, command)
+        self._stored(uow, location, command, quarantine)
+        if quarantine:
+            return InstanceRecorded(InstanceOutcome.QUARANTINED, location.state)
+        study = uow.studies.get(location.study_instance_uid)
+        if study is None:
+            raise LookupError("study vanished within the transaction")
+        header = study.header.with_series(
+            command.series.modality, command.series.request_items, command.series.referenced_mpps
+        )
+        if header == study.header:
+            return InstanceRecorded(InstanceOutcome.STORED, study.state)
+        uow.studies.save_header(study.study_instance_uid, header)
+        widened = Study(study.study_instance_uid, header, study.state, study.reason, study.links)
+        decision: Decision | None = None
+        if study.state is StudyState.UNASSIGNED:
+            decision = self.reconciler.decide_study(uow, widened, trigger="new_series")
+        elif study.state is StudyState.MATCHED:
+            decision = self.reconciler.extend_study(uow, widened, trigger="new_series")
+        state = (
+            decision.state if decision is not None and study.state is StudyState.UNASSIGNED else study.state
+        )
+        return InstanceRecorded(InstanceOutcome.STORED, state, decision=decision)
+
+    def _stored(
+        self, uow: UnitOfWork, location: StudyLocation, command: InstanceReceived, quarantine: str
+    ) -> None:
+        uow.studies.touch(location, quarantined=bool(quarantine))
+        if not quarantine:
+            return
+        uow.studies.record_decision(
+            location.study_instance_uid,
+            DecisionRecord(
+                uow.now(),
+                "radsync",
+                RULE_KNOWN_STUDY,
+                StudyState.CONFLICT.value,
+                quarantine,
+                {
+                    "sop_instance_uid": command.instance.sop_instance_uid,
+                    "series_instance_uid": command.series.series_instance_uid,
+                    "patient_id": "differs from the study's and from its linked orders'",
+                    "effect": "instance stored and quarantined; the study is unchanged",
+                },
+            ),
+        )
+        log.warning(
+            "instance %s quarantined out of study %s: %s",
+            command.instance.sop_instance_uid,
+            location.study_instance_uid,
+            quarantine,
+        )
+
+    def _quarantine(self, uow: UnitOfWork, location: StudyLocation, received: PatientId) -> str:
+        """Why an instance must be kept out of its known study: its patient is another (FIELD-NOTES §2)."""
+        if not received.value.strip() or not location.patient_id.value.strip():
+            return ""  # nothing to contradict: an instance without ID follows its study
+        if _same_patient(received, location.patient_id):
+            return ""
+        if any(_same_patient(received, linked) for linked in uow.studies.linked_patient_ids(location)):
+            return ""  # the header carries the corrected patient the study was linked to
+        return QUARANTINE_PATIENT_MISMATCH
+
+    def _resend(self, uow: UnitOfWork, command: InstanceReceived) -> InstanceRecorded:
+        stored = uow.studies.instance(command.instance.sop_instance_uid)
+        if stored is None:
+            raise LookupError("instance vanished within the transaction")
+        outcome = resend_outcome(stored.sha256, command.instance.blob.sha256)
+        if outcome is InstanceOutcome.CONFLICTING_DUPLICATE:
+            uow.studies.add_duplicate(
+                stored,
+                command.instance,
+                command.study_instance_uid,
+                command.series.series_instance_uid,
+                command.calling_ae_title,
+            )
+            log.warning(
+                "SOP Instance %s received again with other content: original kept, copy set aside",
+                command.instance.sop_instance_uid,
+            )
+        return InstanceRecorded(outcome, stored.study_state)
+
+    def _view(self, uow: UnitOfWork, summary: StudySummary, with_candidates: bool) -> StudyView:
+        candidates = ()
+        if with_candidates:
+            candidates = self.reconciler.candidates(uow, summary.study, summary.received_at.date())
+        return StudyView(summary, candidates)
+
+
+def _require(command: InstanceReceived) -> None:
+    for value, name in (
+        (command.study_instance_uid, "study.study_instance_uid"),
+        (command.series.series_instance_uid, "series.series_instance_uid"),
+        (command.instance.sop_instance_uid, "instance.sop_instance_uid"),
+        (command.instance.sop_class_uid, "instance.sop_class_uid"),
+    ):
+        if not value:
+            raise MissingValue(f"{name} missing", field=name)
+
+
+def _same_patient(a: PatientId, b: PatientId) -> bool:
+    if a.value.strip() != b.value.strip():
+        return False
+    return not (a.issuer.namespace and b.issuer.namespace and a.issuer.namespace != b.issuer.namespace)
+
+
+def _stored_outcome(quarantine: str) -> InstanceOutcome:
+    return InstanceOutcome.QUARANTINED if quarantine else InstanceOutcome.STORED
