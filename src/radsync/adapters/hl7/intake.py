@@ -1,0 +1,306 @@
+"""The durable HL7 intake: every message logged raw and applied before its ACK leaves (ARCHITECTURE invariants 2, 3, 8).
+
+One writer thread owns the database side. It takes up to ``settings.hl7_max_batch`` queued messages, opens one
+transaction and, for each message in turn:
+
+1. deduplicates by (sender = MSH-3^MSH-4, MSH-10): the same normalised content answered AA/AE before gets the
+   stored ACK back and changes nothing; the same control ID with other content is processed and flagged
+   ``duplicate-control-id`` (FIELD-NOTES 9: senders reuse control IDs);
+2. records the raw bytes in the message log, runs the message's commands in a SAVEPOINT of its own
+   (``connection.begin_nested()``: one bad message rolls back alone, its log row stays) and records outcome
+   and ACK;
+
+then COMMITs once (group commit: one fsync for the batch) and only then resolves each message's future with its
+ACK, so an AA is never sent for something a crash could lose. An unexpected exception costs that message an AE
+207 (not replayed to a resend) and a log line without PHI; the intake keeps running. If the batch transaction
+itself fails, each message is retried in a transaction of its own, and answered AR 207 if that fails too.
+
+The asyncio side calls ``await intake.submit(raw_bytes, peer)``; decoding and mapping run there, before the
+message is queued, so they overlap with the writer's fsync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import logging
+import queue
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import Connection
+
+from radsync.adapters.hl7 import charsets
+from radsync.adapters.hl7.ack import build_ack, error_from_domain
+from radsync.adapters.hl7.datatypes import site_zone
+from radsync.adapters.hl7.errors import AckCode, ErrorCode, Hl7Error
+from radsync.adapters.hl7.inbound import InboundContext, Prepared, execute, prepare
+from radsync.adapters.hl7.order_control import OrderControlTable
+from radsync.adapters.persistence.engine import Engines
+from radsync.adapters.persistence.message_log import InboundRecord, SqlMessageLog
+from radsync.adapters.persistence.unit_of_work import SqlUnitOfWork
+from radsync.app.orders import OrderService
+from radsync.app.outbound import NO_OUTBOUND, Outbound
+from radsync.config import Settings
+from radsync.domain.errors import DomainError
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], dt.datetime]
+DUPLICATE_FLAG = "duplicate-control-id"
+INTERNAL_OUTCOME = "ERROR"  # answered AE 207; a resend is processed again rather than answered from the log
+REPLAYABLE = frozenset({"AA", "AE"})  # definitive answers; an AR may change after configuration
+PREPARE_ON_LOOP_LIMIT = 256 * 1024  # bigger messages are decoded in the writer thread, off the event loop
+
+
+class IntakeClosed(RuntimeError):
+    """The intake is stopping: the message was not taken (the sender gets no ACK and will resend)."""
+
+
+def content_hash(raw: bytes) -> str:
+    """SHA-256 of the message with terminators normalised, so a resend with CR LF instead of CR is the same."""
+    body = charsets.strip_preamble(raw)
+    body = body.replace(b"\r\n", b"\r") if b"\r" in body else body.replace(b"\n", b"\r")
+    return hashlib.sha256(body.rstrip(b"\r\n \t\x00")).hexdigest()
+
+
+@dataclass(slots=True)
+class _Pending:
+    raw: bytes
+    peer: str
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[bytes]
+    prepared: Prepared | None
+
+
+class Hl7Intake:
+    """Durable, deduplicating, group-committing intake of inbound HL7 messages."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        engines: Engines,
+        order_service: OrderService,
+        clock: Clock,
+        *,
+        controls: OrderControlTable | None = None,
+        processing_ids: frozenset[str] = frozenset({"P"}),
+        outbound: Outbound = NO_OUTBOUND,
+    ) -> None:
+        self._engines = engines
+        self._outbound = outbound  # results forwarded by inbound ORU^R01 go through the outbox
+        self._queued = False  # the current batch queued outbound messages: wake the outbox after its commit
+        self._service = order_service
+        self._clock = clock
+        self._zone = site_zone(settings.timezone)
+        self._max_batch = settings.hl7_max_batch
+        self._context = InboundContext(
+            zone=self._zone,
+            controls=controls or OrderControlTable(),
+            fallback_charset=settings.hl7_fallback_charset,
+            processing_ids=processing_ids,
+        )
+        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._closed = True
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is not None:
+                return
+            self._closed = False
+            self._thread = threading.Thread(target=self._run, name="hl7-intake-writer", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop taking messages, finish (commit and answer) every message already queued, end the thread."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._queue.put(None)
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    # -- the asyncio side -----------------------------------------------------------------------------------
+
+    async def submit(self, raw: bytes, peer: str = "") -> bytes:
+        """Log, apply and commit one message; return its ACK bytes (raises ``inbound.NotHl7``, ``IntakeClosed``)."""
+        prepared = prepare(raw, self._context) if len(raw) <= PREPARE_ON_LOOP_LIMIT else None
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bytes] = loop.create_future()
+        with self._lock:
+            if self._closed:
+                raise IntakeClosed("the HL7 intake is not running")
+            self._queue.put(_Pending(raw, peer, loop, future, prepared))
+        return await future
+
+    # -- the writer thread ----------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is None:
+                break
+            batch = [first]
+            while len(batch) < self._max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stopping = True
+                    break
+                batch.append(item)
+            self._process(batch)
+
+    def _process(self, batch: list[_Pending]) -> None:
+        now = self._clock()
+        try:
+            self._queued = False
+            with self._engines.write.begin() as connection:
+                answers = [(item, self._one(connection, item, now)) for item in batch]
+            if self._queued and self._outbound.notify is not None:
+                self._outbound.notify()
+        except Exception as exc:
+            if len(batch) > 1:
+                log.warning("HL7 batch of %d failed to commit (%s); retrying one by one", len(batch), type(exc).__name__)
+                for item in batch:
+                    self._process([item])
+                return
+            log.error("HL7 message could not be committed (%s); answered AR 207", type(exc).__name__)
+            log.debug("commit failure", exc_info=True)
+            answers = [(batch[0], self._system_failure(batch[0], now))]
+        for item, answer in answers:
+            _resolve(item, answer)
+
+    def _one(self, connection: Connection, item: _Pending, now: dt.datetime) -> bytes | BaseException:
+        try:
+            prepared = item.prepared or prepare(item.raw, self._context)
+        except Exception as exc:  # NotHl7 for a big block decoded here
+            return exc
+        header = prepared.header
+        messages = SqlMessageLog(connection)
+        digest = content_hash(item.raw)
+        flags = ""
+        if header.control_id:
+            previous = messages.previous(header.sender[:200], header.control_id[:200])
+            for earlier in previous:
+                if earlier.content_hash == digest and earlier.outcome in REPLAYABLE and earlier.ack:
+                    log.info("HL7 resend of control ID %s answered from the message log", header.control_id)
+                    return earlier.ack
+            if previous:
+                flags = DUPLICATE_FLAG
+                log.warning("HL7 control ID %s reused with different content; processed and flagged", header.control_id)
+        # The log row is written once, with the answer expected: the refusal prepare() already found, or AA. Only
+        # a message whose commands fail needs a second write. A failure to write fails the batch; _process then
+        # retries message by message.
+        if prepared.error is not None:
+            _log_refusal(prepared, prepared.error)
+            outcome, error = (INTERNAL_OUTCOME if prepared.internal else prepared.error.ack.value), prepared.error
+        else:
+            outcome, error = AckCode.ACCEPT.value, None
+        answer = self._ack(prepared, error, now)
+        record = InboundRecord(
+            protocol="hl7",
+            sender=header.sender[:200],
+            receiver=header.receiver[:200],
+            control_id=header.control_id[:200],
+            message_type=header.message_type[:32],
+            content_hash=digest,
+            raw=item.raw,
+            peer=item.peer[:200],
+        )
+        pk = messages.record_inbound(record, now, flags, outcome=outcome, ack=answer, error=_error_text(error))
+        if prepared.error is None:
+            failure = self._apply(connection, prepared, pk, now)
+            if failure is not None:
+                outcome, error = failure
+                answer = self._ack(prepared, error, now)
+                messages.record_outcome(pk, outcome, answer, error=_error_text(error), flags=flags)
+        return answer
+
+    def _apply(self, connection: Connection, prepared: Prepared, pk: int, now: dt.datetime) -> tuple[str, Hl7Error] | None:
+        """Run the commands in a savepoint of their own; return (outcome, error) if they failed."""
+        try:
+            with connection.begin_nested():
+                uow = SqlUnitOfWork(connection, now, message_id=pk, outbound=self._outbound)
+                execute(self._service, uow, prepared.commands)
+                self._queued = self._queued or bool(uow.outbox.enqueued)
+        except DomainError as exc:
+            error = error_from_domain(exc, prepared.header.structure)
+            _log_refusal(prepared, error)
+            return AckCode.ERROR.value, error
+        except Exception as exc:
+            log.error("HL7 message %s failed (%s); answered AE 207", prepared.header.control_id, type(exc).__name__)
+            log.debug("HL7 processing failure", exc_info=True)
+            return INTERNAL_OUTCOME, Hl7Error(ErrorCode.INTERNAL, f"application internal error ({type(exc).__name__})")
+        log.debug("HL7 %s %s applied", prepared.header.message_type, prepared.header.control_id)
+        return None
+
+    def _ack(self, prepared: Prepared, error: Hl7Error | None, now: dt.datetime) -> bytes:
+        code = AckCode.ACCEPT if error is None else error.ack
+        return build_ack(prepared.message, code, control_id=new_control_id(), timestamp=self._timestamp(now),
+                         error=error)
+
+    def _system_failure(self, item: _Pending, now: dt.datetime) -> bytes | BaseException:
+        try:
+            prepared = item.prepared or prepare(item.raw, self._context)
+        except Exception as exc:
+            return exc
+        error = Hl7Error(ErrorCode.INTERNAL, "message could not be stored; send it again later", ack=AckCode.REJECT)
+        return self._ack(prepared, error, now)
+
+    def ack_timestamp(self) -> str:
+        """MSH-7 for an answer built outside the writer (framing refusals)."""
+        return self._timestamp(self._clock())
+
+    def _timestamp(self, now: dt.datetime) -> str:
+        """MSH-7 of the ACK: the clock's UTC instant in the site zone, with its offset."""
+        aware = now.replace(tzinfo=dt.UTC)
+        local = aware.astimezone(self._zone) if self._zone is not None else aware.astimezone()
+        return local.strftime("%Y%m%d%H%M%S%z")
+
+
+def new_control_id() -> str:
+    """A fresh MSH-10 for an ACK: 20 characters (ST 20), unique across nodes."""
+    return uuid.uuid4().hex[:20].upper()
+
+
+def _error_text(error: Hl7Error | None) -> str:
+    if error is None:
+        return ""
+    where = f" at {error.location}" if error.location else ""
+    return f"{error.code.value}{where}: {error.message}"
+
+
+def _log_refusal(prepared: Prepared, error: Hl7Error) -> None:
+    log.warning(
+        "HL7 %s %s answered %s %d at %s",
+        prepared.header.message_type, prepared.header.control_id, error.ack.value, error.code.value,
+        error.location or "-",
+    )
+    log.debug("HL7 %s refusal detail: %s", prepared.header.control_id, error.message)
+
+
+def _resolve(item: _Pending, answer: bytes | BaseException) -> None:
+    def settle() -> None:
+        if item.future.done():
+            return
+        if isinstance(answer, BaseException):
+            item.future.set_exception(answer)
+        else:
+            item.future.set_result(answer)
+
+    try:
+        item.loop.call_soon_threadsafe(settle)
+    except RuntimeError:  # the loop is closed: nobody waits for this answer any more
+        pass
