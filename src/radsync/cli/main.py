@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import typer
 
-from radsync.cli import db, messages, serve
+from radsync.cli import db, messages, outbox, serve, studies
 
 app = typer.Typer(name="radsync", help="Brokerless RIS-PACS integration hub.", no_args_is_help=True,
                   add_completion=False)
 serve.register(app)
 app.add_typer(db.app, name="db")
 app.add_typer(messages.app, name="messages")
+app.add_typer(studies.app, name="studies")
+app.add_typer(outbox.app, name="outbox")
 
 
 def main() -> None:

@@ -9,7 +9,12 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import radsync
+from radsync.adapters.http.errors import install_error_handlers
 from radsync.adapters.http.ops import ops_router
+from radsync.adapters.http.outbox import outbox_router
+from radsync.adapters.http.reports import reports_router
+from radsync.adapters.http.studies import studies_router
+from radsync.adapters.http.timeline import timeline_router
 
 if TYPE_CHECKING:
     from radsync.bootstrap import Container
@@ -35,6 +40,11 @@ def create_app(container: Container) -> FastAPI:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(ops_router(container.engines.read))
+    app.include_router(studies_router(container.engines, container.studies, outbound=container.outbound))
+    app.include_router(reports_router(container.engines, container.outbound, container.zone))
+    app.include_router(outbox_router(container.outbox.operations))
+    app.include_router(timeline_router(container.engines.read))
+    install_error_handlers(app)
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, _exc: Exception) -> JSONResponse:
