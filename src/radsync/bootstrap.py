@@ -12,16 +12,16 @@ from dataclasses import dataclass, field
 
 from pydicom.uid import generate_uid
 
+from radsync.adapters.blobstore import FileBlobStore
 from radsync.adapters.dicom.workers import dicom_listener
 from radsync.adapters.hl7.datatypes import site_zone
+from radsync.adapters.hl7.intake import Hl7Intake
 from radsync.adapters.hl7.outbound.segments import Sender
 from radsync.adapters.hl7.outbound.wire import Hl7Wire
-from radsync.adapters.outbox.dispatcher import OutboxDispatcher, destination_routes
-from radsync.adapters.hl7.intake import Hl7Intake
 from radsync.adapters.hl7.server import Hl7Server
 from radsync.adapters.http.app import create_app
 from radsync.adapters.http.server import HttpServer
-from radsync.adapters.blobstore import FileBlobStore
+from radsync.adapters.outbox.dispatcher import OutboxDispatcher, destination_routes
 from radsync.adapters.persistence.engine import Engines, create_engines
 from radsync.adapters.persistence.migrate import upgrade
 from radsync.app.orders import OrderService

@@ -177,3 +177,12 @@ def test_without_destinations_nothing_is_queued(engines: Engines) -> None:
         record_report(uow, RecordReport(OrderKey(accession=EntityId("ACC1")), Report(ReportStatus.FINAL, "ok")))
     assert queued(engines) == []
 
+
+
+def test_mpps_discontinued_sends_dc(hub: OutboundHub) -> None:
+    order = hub.place("ACC1")
+    create(hub, mpps("1.2.3.9", *step_refs(order)))
+    hub.run(lambda uow: hub.procedures.mpps_set(uow, MppsSet("1.2.3.9", MppsChange(status=MppsStatus.DISCONTINUED))))
+
+    statuses = [str(m.segment("ORC")[5]) for _, m in queued(hub.engines, "ORM^O01")]
+    assert statuses == ["IP", "DC"]

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from radsync.app import status_out
 from radsync.app.outbound import context_of, send
 from radsync.app.ports import OrderKey, TimelineEntry, UnitOfWork
-from radsync.app import status_out
 from radsync.domain.errors import UnknownOrder
 from radsync.domain.order import ImagingOrder
 from radsync.domain.report import Report, ReportStatus, admit

@@ -176,9 +176,10 @@ def test_one_bad_message_in_a_batch_rolls_back_alone(hub: Hub, monkeypatch: pyte
     place = OrderService.place
 
     def explode_on_a_marked_order(self: OrderService, uow: Any, command: Any) -> Any:
-        if command.order.accession.value == "EXPLODE":
+        placed = place(self, uow, command)
+        if command.order.accession.value == "EXPLODE":  # after its rows are written: they must go, others stay
             raise RuntimeError("disk on fire")
-        return place(self, uow, command)
+        return placed
 
     monkeypatch.setattr(OrderService, "place", explode_on_a_marked_order)
     messages = [

@@ -6,12 +6,15 @@ transaction and, for each message in turn:
 1. deduplicates by (sender = MSH-3^MSH-4, MSH-10): the same normalised content answered AA/AE before gets the
    stored ACK back and changes nothing; the same control ID with other content is processed and flagged
    ``duplicate-control-id`` (FIELD-NOTES 9: senders reuse control IDs);
-2. records the raw bytes in the message log, runs the message's commands in a SAVEPOINT of its own
-   (``connection.begin_nested()``: one bad message rolls back alone, its log row stays) and records outcome
-   and ACK;
+2. records the raw bytes in the message log, with the answer expected, and runs the message's commands;
 
 then COMMITs once (group commit: one fsync for the batch) and only then resolves each message's future with its
-ACK, so an AA is never sent for something a crash could lose. An unexpected exception costs that message an AE
+ACK, so an AA is never sent for something a crash could lose.
+
+Batches are optimistic: the first attempt runs without per-message SAVEPOINTs (each costs two statements). If any
+message's commands fail, the whole batch is rolled back and redone with each message's commands in a SAVEPOINT
+of its own (``connection.begin_nested()``): the bad message rolls back alone, its log row stays with outcome and
+ACK, and the others commit. Either way each message is atomic and the answers are the same. An unexpected exception costs that message an AE
 207 (not replayed to a resend) and a log line without PHI; the intake keeps running. If the batch transaction
 itself fails, each message is retried in a transaction of its own, and answered AR 207 if that fails too.
 
@@ -54,6 +57,10 @@ DUPLICATE_FLAG = "duplicate-control-id"
 INTERNAL_OUTCOME = "ERROR"  # answered AE 207; a resend is processed again rather than answered from the log
 REPLAYABLE = frozenset({"AA", "AE"})  # definitive answers; an AR may change after configuration
 PREPARE_ON_LOOP_LIMIT = 256 * 1024  # bigger messages are decoded in the writer thread, off the event loop
+
+
+class _Redo(Exception):
+    """A message's commands failed in an optimistic batch: roll the batch back and redo it with savepoints."""
 
 
 class IntakeClosed(RuntimeError):
@@ -162,14 +169,17 @@ class Hl7Intake:
                 batch.append(item)
             self._process(batch)
 
-    def _process(self, batch: list[_Pending]) -> None:
+    def _process(self, batch: list[_Pending], *, optimistic: bool = True) -> None:
         now = self._clock()
         try:
             self._queued = False
             with self._engines.write.begin() as connection:
-                answers = [(item, self._one(connection, item, now)) for item in batch]
+                answers = [(item, self._one(connection, item, now, optimistic)) for item in batch]
             if self._queued and self._outbound.notify is not None:
                 self._outbound.notify()
+        except _Redo:  # the transaction is rolled back: nothing of the optimistic attempt stays
+            self._process(batch, optimistic=False)
+            return
         except Exception as exc:
             if len(batch) > 1:
                 log.warning("HL7 batch of %d failed to commit (%s); retrying one by one", len(batch), type(exc).__name__)
@@ -182,7 +192,9 @@ class Hl7Intake:
         for item, answer in answers:
             _resolve(item, answer)
 
-    def _one(self, connection: Connection, item: _Pending, now: dt.datetime) -> bytes | BaseException:
+    def _one(
+        self, connection: Connection, item: _Pending, now: dt.datetime, optimistic: bool
+    ) -> bytes | BaseException:
         try:
             prepared = item.prepared or prepare(item.raw, self._context)
         except Exception as exc:  # NotHl7 for a big block decoded here
@@ -221,15 +233,29 @@ class Hl7Intake:
         )
         pk = messages.record_inbound(record, now, flags, outcome=outcome, ack=answer, error=_error_text(error))
         if prepared.error is None:
-            failure = self._apply(connection, prepared, pk, now)
+            failure = self._apply(connection, prepared, pk, now, optimistic)
             if failure is not None:
                 outcome, error = failure
                 answer = self._ack(prepared, error, now)
                 messages.record_outcome(pk, outcome, answer, error=_error_text(error), flags=flags)
         return answer
 
-    def _apply(self, connection: Connection, prepared: Prepared, pk: int, now: dt.datetime) -> tuple[str, Hl7Error] | None:
-        """Run the commands in a savepoint of their own; return (outcome, error) if they failed."""
+    def _apply(
+        self, connection: Connection, prepared: Prepared, pk: int, now: dt.datetime, optimistic: bool
+    ) -> tuple[str, Hl7Error] | None:
+        """Run the commands; return (outcome, error) if they failed.
+
+        Optimistic: straight in the batch transaction, and any failure raises ``_Redo`` (the batch is rolled back
+        and redone). Otherwise in a savepoint of their own, so a failure rolls back this message's commands only.
+        """
+        if optimistic:
+            try:
+                uow = SqlUnitOfWork(connection, now, message_id=pk, outbound=self._outbound)
+                execute(self._service, uow, prepared.commands)
+            except Exception as exc:
+                raise _Redo from exc
+            self._queued = self._queued or bool(uow.outbox.enqueued)
+            return None
         try:
             with connection.begin_nested():
                 uow = SqlUnitOfWork(connection, now, message_id=pk, outbound=self._outbound)

@@ -25,25 +25,39 @@ from radsync.domain.patient import Sex
 from radsync.domain.reconciliation import ProcedureMatch
 from radsync.domain.study import DecisionRecord, LinkSource, RequestItem, StudyState
 
-# Run for every placed order (late ORM): built once, IN lists expand at execution.
-_WAITING = (
-    select(mpps.c.sop_instance_uid)
-    .where(
-        mpps.c.state == StudyState.UNASSIGNED.value,
-        or_(
-            mpps.c.pk.in_(
-                select(mpps_request_items.c.mpps_pk).where(
-                    or_(
-                        mpps_request_items.c.accession.in_(bindparam("accessions", expanding=True)),
-                        mpps_request_items.c.study_instance_uid.in_(bindparam("uids", expanding=True)),
+
+def _waiting(single: bool) -> Any:
+    """Unassigned MPPS that name one of the order's study UIDs or accessions, or its patient (late ORM).
+
+    ``single``: one study UID and one accession, compared with plain parameters (None matches nothing); otherwise
+    IN lists expanded at execution. Both built once.
+    """
+
+    def matches(column: Any, name: str) -> Any:
+        return column == bindparam(name[:-1]) if single else column.in_(bindparam(name, expanding=True))
+
+    return (
+        select(mpps.c.sop_instance_uid)
+        .where(
+            mpps.c.state == StudyState.UNASSIGNED.value,
+            or_(
+                mpps.c.pk.in_(
+                    select(mpps_request_items.c.mpps_pk).where(
+                        or_(
+                            matches(mpps_request_items.c.accession, "accessions"),
+                            matches(mpps_request_items.c.study_instance_uid, "uids"),
+                        )
                     )
-                )
+                ),
+                mpps.c.patient_id == bindparam("patient_id"),  # None (no patient) matches nothing
             ),
-            mpps.c.patient_id == bindparam("patient_id"),  # None (no patient) matches nothing
-        ),
+        )
+        .order_by(mpps.c.pk)
     )
-    .order_by(mpps.c.pk)
-)
+
+
+_WAITING = _waiting(single=False)
+_WAITING_ONE = _waiting(single=True)
 
 
 class SqlMppsRepository:
@@ -142,7 +156,11 @@ class SqlMppsRepository:
     def waiting_for(
         self, study_uids: Collection[str], accessions: Collection[str], patient_id: str
     ) -> list[str]:
-        params = {"uids": list(study_uids), "accessions": list(accessions), "patient_id": patient_id or None}
+        uids, numbers = list(study_uids), list(accessions)
+        if len(uids) <= 1 and len(numbers) <= 1:
+            params = {"uid": uids[0] if uids else None, "accession": numbers[0] if numbers else None}
+            return list(self._conn.execute(_WAITING_ONE, params | {"patient_id": patient_id or None}).scalars())
+        params = {"uids": uids, "accessions": numbers, "patient_id": patient_id or None}
         return list(self._conn.execute(_WAITING, params).scalars())
 
     def list(self, state: StudyState, *, limit: int, offset: int) -> list[MppsRecord]:

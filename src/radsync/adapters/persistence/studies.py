@@ -60,30 +60,39 @@ _LOCATE = (
 )
 _TOUCH = update(studies).where(studies.c.pk == bindparam("key")).values(last_received_at=bindparam("at"))
 _TOUCH_QUARANTINED = _TOUCH.values(quarantined_instances=studies.c.quarantined_instances + 1)
-# Run for every placed order (late ORM): built once, IN lists expand at execution.
-_WAITING = (
-    select(studies.c.study_instance_uid, studies.c.state)
-    .where(
-        studies.c.state.in_([StudyState.UNASSIGNED.value, StudyState.MATCHED.value]),
-        or_(
-            studies.c.study_instance_uid.in_(bindparam("uids", expanding=True)),
-            studies.c.accession.in_(bindparam("accessions", expanding=True)),
-            studies.c.pk.in_(
-                select(study_request_items.c.study_pk).where(
-                    or_(
-                        study_request_items.c.accession.in_(bindparam("accessions", expanding=True)),
-                        study_request_items.c.study_instance_uid.in_(bindparam("uids", expanding=True)),
+# Run for every placed order (late ORM): built once. The usual order has one study UID and one accession: that
+# form compares with plain parameters (None matches nothing), the general one expands IN lists at execution.
+def _waiting(single: bool) -> Any:
+    def matches(column: Any, name: str) -> Any:
+        return column == bindparam(name[:-1]) if single else column.in_(bindparam(name, expanding=True))
+
+    return (
+        select(studies.c.study_instance_uid, studies.c.state)
+        .where(
+            studies.c.state.in_([StudyState.UNASSIGNED.value, StudyState.MATCHED.value]),
+            or_(
+                matches(studies.c.study_instance_uid, "uids"),
+                matches(studies.c.accession, "accessions"),
+                studies.c.pk.in_(
+                    select(study_request_items.c.study_pk).where(
+                        or_(
+                            matches(study_request_items.c.accession, "accessions"),
+                            matches(study_request_items.c.study_instance_uid, "uids"),
+                        )
                     )
-                )
+                ),
+                and_(
+                    studies.c.state == StudyState.UNASSIGNED.value,
+                    studies.c.patient_id == bindparam("patient_id"),  # None (no patient) matches nothing
+                ),
             ),
-            and_(
-                studies.c.state == StudyState.UNASSIGNED.value,
-                studies.c.patient_id == bindparam("patient_id"),  # None (no patient) matches nothing
-            ),
-        ),
+        )
+        .order_by(studies.c.pk)
     )
-    .order_by(studies.c.pk)
-)
+
+
+_WAITING = _waiting(single=False)
+_WAITING_ONE = _waiting(single=True)
 
 
 class SqlStudyRepository:
@@ -329,10 +338,14 @@ class SqlStudyRepository:
     def waiting_for(
         self, study_uids: Collection[str], accessions: Collection[str], patient_id: str
     ) -> list[tuple[str, StudyState]]:
-        rows = self._conn.execute(
-            _WAITING,
-            {"uids": list(study_uids), "accessions": list(accessions), "patient_id": patient_id or None},
-        )
+        uids, numbers = list(study_uids), list(accessions)
+        if len(uids) <= 1 and len(numbers) <= 1:
+            params = {"uid": uids[0] if uids else None, "accession": numbers[0] if numbers else None}
+            rows = self._conn.execute(_WAITING_ONE, params | {"patient_id": patient_id or None})
+        else:
+            rows = self._conn.execute(
+                _WAITING, {"uids": uids, "accessions": numbers, "patient_id": patient_id or None}
+            )
         return [(r.study_instance_uid, StudyState(r.state)) for r in rows]
 
     def list(self, state: StudyState, *, limit: int, offset: int) -> list[StudySummary]:
