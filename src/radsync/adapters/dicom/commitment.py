@@ -1,0 +1,163 @@
+"""Storage Commitment Push Model SCP (PS3.4 Annex J): "are these instances safely yours now?"
+
+N-ACTION (J.3.2, Action Type 1 "Request Storage Commitment") names a Transaction UID and a Referenced SOP
+Sequence. radsync answers the N-ACTION at once (Success: the request is accepted), then checks every item and
+reports the result with an N-EVENT-REPORT (J.3.3): Event Type 1 when every instance is committed, 2 when some
+failed; committed items go in Referenced SOP Sequence, the others in Failed SOP Sequence with a Failure Reason.
+
+An instance is committed only when it is *safely stored*: indexed in the database (the C-STORE transaction
+committed) **and** its file is present in the blob store with the recorded size and a File Meta naming the same
+SOP Class. Failure reasons (J.3.3.1.1.1): 0x0112 no such object instance (unknown, or its file is missing),
+0x0119 class/instance conflict (stored under another SOP Class), 0x0110 processing failure (unreadable).
+
+Delivery (J.3.3, J.6): the report goes on the same association once the N-ACTION response has left (the sending
+thread waits for the association's reactor to pause, which happens only after the response is sent). If the
+requester has released the association by then, the report is logged as undelivered: radsync does not yet open a
+new association to the requester (that needs a configured address per AE title) -- see docs/dicom.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pydicom.filereader import read_file_meta_info
+from pydicom.sequence import Sequence
+from pynetdicom import evt
+from pynetdicom.sop_class import StorageCommitmentPushModel  # type: ignore[attr-defined]
+from sqlalchemy import Engine
+
+from radsync.adapters.blobstore import FileBlobStore
+from radsync.adapters.dicom.instance_header import items_of, text_of
+from radsync.adapters.dicom.service import DicomService
+from radsync.adapters.dicom.status import NStatus, n_failure
+from radsync.adapters.persistence.unit_of_work import Clock, transaction
+
+log = logging.getLogger(__name__)
+
+# The well-known SOP Instance of the Storage Commitment Push Model SOP Class (PS3.4 J.3.1).
+COMMITMENT_INSTANCE_UID = "1.2.840.10008.1.20.1.1"
+REQUEST_COMMITMENT = 1  # N-ACTION Action Type ID (J.3.2.1)
+ALL_COMMITTED = 1  # N-EVENT-REPORT Event Type ID: storage commitment request successful (J.3.3.1)
+SOME_FAILED = 2  # ... complete, failures exist
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    sop_class_uid: str
+    sop_instance_uid: str
+    failure: NStatus | None = None  # None = committed
+
+
+class CommitmentChecker:
+    """Decides, per referenced instance, whether radsync holds it safely (database and disk)."""
+
+    def __init__(self, engine: Engine, blobs: FileBlobStore, clock: Clock) -> None:
+        self._engine = engine
+        self._blobs = blobs
+        self._clock = clock
+
+    def check(self, references: list[tuple[str, str]]) -> list[Verdict]:
+        with transaction(self._engine, self._clock) as uow:
+            stored = {uid: uow.studies.instance(uid) for _, uid in references}
+        return [self._verdict(cls, uid, stored.get(uid)) for cls, uid in references]
+
+    def _verdict(self, sop_class: str, uid: str, stored: Any) -> Verdict:
+        if not uid or stored is None:
+            return Verdict(sop_class, uid, NStatus.NO_SUCH_SOP_INSTANCE)
+        try:
+            path = self._blobs.path(stored.blob_key)
+            meta = read_file_meta_info(path)
+        except FileNotFoundError:
+            log.error("storage commitment: file of %s is missing from the blob store", uid)
+            return Verdict(sop_class, uid, NStatus.NO_SUCH_SOP_INSTANCE)
+        except Exception:
+            log.exception("storage commitment: file of %s cannot be read", uid)
+            return Verdict(sop_class, uid, NStatus.PROCESSING_FAILURE)
+        if sop_class and str(meta.get("MediaStorageSOPClassUID", "")) != sop_class:
+            return Verdict(sop_class, uid, NStatus.CLASS_INSTANCE_CONFLICT)
+        return Verdict(sop_class, uid)
+
+
+def event_report(transaction_uid: str, verdicts: list[Verdict]) -> tuple[int, Dataset]:
+    """The N-EVENT-REPORT Event Type ID and Event Information (PS3.4 Table J.3-2)."""
+    info = Dataset()
+    info.TransactionUID = transaction_uid
+    committed, failed = Sequence(), Sequence()
+    for verdict in verdicts:
+        item = Dataset()
+        item.ReferencedSOPClassUID = verdict.sop_class_uid
+        item.ReferencedSOPInstanceUID = verdict.sop_instance_uid
+        if verdict.failure is None:
+            committed.append(item)
+        else:
+            item.FailureReason = int(verdict.failure)
+            failed.append(item)
+    if committed:
+        info.ReferencedSOPSequence = committed
+    if failed:
+        info.FailedSOPSequence = failed
+    return (SOME_FAILED if failed else ALL_COMMITTED), info
+
+
+class CommitmentHandler:
+    """EVT_N_ACTION: accept the request, then report on the same association (see the module docstring)."""
+
+    def __init__(self, checker: CommitmentChecker) -> None:
+        self._checker = checker
+
+    def __call__(self, event: Any) -> tuple[Dataset | int, Dataset | None]:
+        request = event.request
+        if request.ActionTypeID != REQUEST_COMMITMENT:
+            return n_failure(NStatus.NO_SUCH_ACTION_TYPE, "only Action Type 1 is supported"), None
+        try:
+            info = event.action_information
+        except Exception:
+            return n_failure(NStatus.PROCESSING_FAILURE, "action information cannot be decoded"), None
+        transaction_uid = text_of(info, "TransactionUID")
+        if not transaction_uid:
+            return n_failure(NStatus.MISSING_ATTRIBUTE_VALUE, "Transaction UID missing"), None
+        references = [
+            (text_of(item, "ReferencedSOPClassUID"), text_of(item, "ReferencedSOPInstanceUID"))
+            for item in items_of(info, "ReferencedSOPSequence")
+        ]
+        try:
+            verdicts = self._checker.check(references)
+        except Exception:
+            log.exception("storage commitment %s could not be checked", transaction_uid)
+            return n_failure(NStatus.PROCESSING_FAILURE, "commitment could not be checked"), None
+        event_type, report = event_report(transaction_uid, verdicts)
+        log.info("storage commitment %s: %d committed, %d failed", transaction_uid,
+                 sum(v.failure is None for v in verdicts), sum(v.failure is not None for v in verdicts))
+        threading.Thread(
+            target=_send_report, args=(event.assoc, event_type, report), name="commitment-report", daemon=True
+        ).start()
+        return int(NStatus.SUCCESS), None
+
+
+def _send_report(assoc: Any, event_type: int, report: Dataset) -> None:
+    """Send the N-EVENT-REPORT once the N-ACTION response is out (``send_n_event_report`` waits for that)."""
+    if not assoc.is_established:
+        log.warning("storage commitment %s: association closed, report not delivered", report.TransactionUID)
+        return
+    try:
+        status, _ = assoc.send_n_event_report(
+            report, event_type, StorageCommitmentPushModel, COMMITMENT_INSTANCE_UID
+        )
+    except Exception:
+        log.exception("storage commitment %s: report not delivered", report.TransactionUID)
+        return
+    if "Status" not in status or status.Status != 0:
+        log.warning("storage commitment %s: requester answered the report with %s", report.TransactionUID,
+                    status.get("Status", "no status"))
+
+
+def commitment_service(engine: Engine, blobs: FileBlobStore, clock: Clock) -> DicomService:
+    return DicomService(
+        name="Storage Commitment",
+        sop_classes=(StorageCommitmentPushModel,),
+        handlers=((evt.EVT_N_ACTION, CommitmentHandler(CommitmentChecker(engine, blobs, clock))),),
+    )

@@ -1,0 +1,198 @@
+"""Storage SCP (PS3.4 Annex B): C-STORE of every standard Storage SOP Class, kept exactly as received.
+
+Per C-STORE request, in this order (ARCHITECTURE invariant 2, durable before acknowledge)::
+
+    file = preamble + File Meta (PS3.10 7.1) + event.request.DataSet.getvalue()   # the raw received bytes
+    header = instance_header.read_header(file)       # only the tags reconciliation needs; no pixel decoding
+    blob = blobs.put(file)                           # temp file, fsync, atomic link (content-addressed)
+    with transaction(engine, clock) as uow:          # one short write transaction
+        studies.record_instance(uow, InstanceReceived(...))
+    return status                                    # only now does the modality hear "success"
+
+Why raw bytes: decoding the data set into a pydicom Dataset and ``save_as`` halves throughput (PERF-NOTES.md), and
+re-encoding could change what the modality sent. Compressed transfer syntaxes are accepted and stored as received
+(``TRANSFER_SYNTAXES``); the header is read without touching the pixel data.
+
+Outcome → status (PS3.4 B.2.3), the one table of this SCP (``OUTCOME_STATUS``):
+
+================================  ===============================================================================
+stored                            Success 0x0000
+identical resend                  Success 0x0000; nothing is written (same content = same blob key) or indexed
+same UID, other content           original kept, newcomer stored under its own key and recorded as a duplicate;
+                                  Warning 0xB000 with an Error Comment (default) or Success
+                                  (``dicom_duplicate_status = "success"``)
+quarantined (patient differs)     Success 0x0000: stored and flagged; the study is unchanged (FIELD-NOTES §2)
+no SOP Instance / Study / Series  Failure 0xA900 "data set does not match SOP class"; nothing written
+UID, or UID differs from command
+undecodable header                Failure 0xC000 "cannot understand"; nothing written
+disk or database unavailable      Failure 0xA700 "out of resources"
+================================  ===============================================================================
+
+Logs above DEBUG carry UIDs and outcomes, never patient names or IDs.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pydicom.uid import (
+    JPEG2000,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
+)
+from pynetdicom import evt
+from pynetdicom.presentation import AllStoragePresentationContexts
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from radsync.adapters.blobstore import BlobStoreError, FileBlobStore
+from radsync.adapters.dicom.instance_header import HeaderError, file_meta_bytes, read_header
+from radsync.adapters.dicom.service import DicomService
+from radsync.adapters.dicom.status import NStatus, n_failure
+from radsync.adapters.persistence.unit_of_work import Clock, transaction
+from radsync.app.outbound import NO_OUTBOUND, Outbound
+from radsync.app.studies import InstanceReceived, InstanceRecorded, StudyService
+from radsync.domain.errors import DomainError
+from radsync.domain.study import InstanceOutcome, InstanceSummary
+
+log = logging.getLogger(__name__)
+
+# Uncompressed, deflate, JPEG baseline/extended/lossless, JPEG-LS, JPEG 2000, RLE: what modalities send.
+TRANSFER_SYNTAXES: tuple[str, ...] = (
+    ImplicitVRLittleEndian, ExplicitVRLittleEndian, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian,
+    JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLossless, JPEGLosslessSV1, JPEGLSLossless, JPEGLSNearLossless,
+    JPEG2000Lossless, JPEG2000, RLELossless,
+)
+STORAGE_SOP_CLASSES: tuple[str, ...] = tuple(str(cx.abstract_syntax) for cx in AllStoragePresentationContexts)
+
+OUTCOME_STATUS: dict[InstanceOutcome, NStatus] = {
+    InstanceOutcome.STORED: NStatus.SUCCESS,
+    InstanceOutcome.IDENTICAL_RESEND: NStatus.SUCCESS,
+    InstanceOutcome.CONFLICTING_DUPLICATE: NStatus.WARNING_DUPLICATE_KEPT_ASIDE,
+    InstanceOutcome.QUARANTINED: NStatus.SUCCESS,
+}
+DUPLICATE_COMMENT = "SOP Instance UID known with other content: original kept"
+
+
+@dataclass(frozen=True, slots=True)
+class StorageTarget:
+    """What the Storage SCP writes to: the blob store, the write engine, the use case and its clock."""
+
+    blobs: FileBlobStore
+    engine: Engine
+    studies: StudyService
+    clock: Clock
+    duplicate_is_warning: bool = True
+    outbound: Outbound = NO_OUTBOUND  # order status messages caused by reconciled images (app/status_out.py)
+
+
+class StoreHandler:
+    """EVT_C_STORE: raw bytes to disk, index, then answer (see the module docstring)."""
+
+    def __init__(self, target: StorageTarget) -> None:
+        self._target = target
+
+    def __call__(self, event: Any) -> Dataset | int:
+        request = event.request
+        calling_ae = _calling_ae(event)
+        try:
+            file_bytes = file_meta_bytes(
+                str(request.AffectedSOPClassUID or ""),
+                str(request.AffectedSOPInstanceUID or ""),
+                str(event.context.transfer_syntax),
+                calling_ae,
+            ) + request.DataSet.getvalue()
+            header = read_header(file_bytes)
+        except HeaderError as error:
+            log.warning("C-STORE from %s refused: %s", calling_ae, error)
+            return n_failure(NStatus.CANNOT_UNDERSTAND, str(error))
+        except Exception as error:  # the File Meta could not be built from the command's UIDs
+            log.warning("C-STORE from %s refused: %s", calling_ae, type(error).__name__)
+            return n_failure(NStatus.DATA_SET_DOES_NOT_MATCH_SOP_CLASS, "invalid Affected SOP UIDs")
+        problem = _identity_problem(header, request)
+        if problem:
+            log.warning("C-STORE from %s refused: %s", calling_ae, problem)
+            return n_failure(NStatus.DATA_SET_DOES_NOT_MATCH_SOP_CLASS, problem)
+        try:
+            recorded = self.store(file_bytes, header, str(event.context.transfer_syntax), calling_ae)
+        except (OSError, BlobStoreError, SQLAlchemyError) as error:
+            log.error("C-STORE of %s failed: %s", header.sop_instance_uid, type(error).__name__)
+            return n_failure(NStatus.OUT_OF_RESOURCES, f"not stored: {type(error).__name__}")
+        except DomainError as error:
+            log.warning("C-STORE of %s refused: %s", header.sop_instance_uid, error)
+            return n_failure(NStatus.DATA_SET_DOES_NOT_MATCH_SOP_CLASS, str(error))
+        return self._answer(recorded)
+
+    def store(self, file_bytes: bytes, header: Any, transfer_syntax: str, calling_ae: str) -> InstanceRecorded:
+        """Write the file, then index it in one transaction; return what happened."""
+        target = self._target
+        blob = target.blobs.put(file_bytes)
+        command = InstanceReceived(
+            study_instance_uid=header.study_instance_uid,
+            series=header.series,
+            instance=InstanceSummary(
+                header.sop_instance_uid, header.sop_class_uid, transfer_syntax, blob, header.instance_number
+            ),
+            header=header.study,
+            calling_ae_title=calling_ae,
+        )
+        with transaction(target.engine, target.clock, target.outbound) as uow:
+            recorded = target.studies.record_instance(uow, command)
+        log.debug("stored %s: %s (%s)", header.sop_instance_uid, recorded.outcome.value, recorded.study_state.value)
+        return recorded
+
+    def _answer(self, recorded: InstanceRecorded) -> Dataset | int:
+        status = OUTCOME_STATUS[recorded.outcome]
+        if status is NStatus.WARNING_DUPLICATE_KEPT_ASIDE:
+            if not self._target.duplicate_is_warning:
+                return int(NStatus.SUCCESS)
+            return n_failure(status, DUPLICATE_COMMENT)
+        return int(status)
+
+
+def _identity_problem(header: Any, request: Any) -> str:
+    """Why the header cannot be indexed (PS3.4 B.2.3 0xA900), or ``""``."""
+    for value, name in (
+        (header.sop_instance_uid, "SOP Instance UID"),
+        (header.sop_class_uid, "SOP Class UID"),
+        (header.study_instance_uid, "Study Instance UID"),
+        (header.series.series_instance_uid, "Series Instance UID"),
+    ):
+        if not value:
+            return f"{name} missing"
+    if request.AffectedSOPInstanceUID and str(request.AffectedSOPInstanceUID) != header.sop_instance_uid:
+        return "SOP Instance UID differs from the command's"
+    if request.AffectedSOPClassUID and str(request.AffectedSOPClassUID) != header.sop_class_uid:
+        return "SOP Class UID differs from the command's"
+    return ""
+
+
+def _calling_ae(event: Any) -> str:
+    try:
+        return str(event.assoc.requestor.ae_title).strip()
+    except AttributeError:
+        return ""
+
+
+def storage_service(target: StorageTarget) -> DicomService:
+    """The Storage SCP: every standard Storage SOP Class, with the compressed transfer syntaxes too."""
+    return DicomService(
+        name="Storage",
+        sop_classes=STORAGE_SOP_CLASSES,
+        handlers=((evt.EVT_C_STORE, StoreHandler(target)),),
+        transfer_syntaxes=TRANSFER_SYNTAXES,
+    )
+

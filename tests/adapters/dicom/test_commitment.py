@@ -1,0 +1,111 @@
+"""Storage Commitment Push Model over loopback with pynetdicom as the requester (PS3.4 Annex J): N-ACTION, then
+the N-EVENT-REPORT on the same association, committing only instances safely stored (database and disk)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from archive_samples import running_archive, sample
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import CTImageStorage, MRImageStorage, StorageCommitmentPushModel  # type: ignore[attr-defined]
+
+from radsync.adapters.dicom.commitment import ALL_COMMITTED, COMMITMENT_INSTANCE_UID, SOME_FAILED
+from radsync.adapters.dicom.status import NStatus
+from radsync.bootstrap import Container
+
+
+@pytest.fixture
+def archive(tmp_path: Path) -> Iterator[tuple[Container, int]]:
+    with running_archive(tmp_path / "data") as running:
+        yield running
+
+
+class Requester:
+    """A modality asking for commitment; collects the N-EVENT-REPORTs it receives."""
+
+    def __init__(self, port: int) -> None:
+        self.reports: list[tuple[int, Dataset]] = []
+        self.arrived = threading.Event()
+        ae = AE(ae_title="CT01")
+        ae.add_requested_context(StorageCommitmentPushModel)
+        ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+        self.assoc = ae.associate("127.0.0.1", port, ae_title="RADSYNC",
+                                  evt_handlers=[(evt.EVT_N_EVENT_REPORT, self._on_report)])
+        assert self.assoc.is_established
+
+    def _on_report(self, event: Any) -> tuple[int, None]:
+        self.reports.append((event.event_type, event.event_information))
+        self.arrived.set()
+        return 0x0000, None
+
+    def request(self, *references: tuple[str, str]) -> tuple[int, str]:
+        info = Dataset()
+        info.TransactionUID = generate_uid()
+        items = []
+        for sop_class, sop_uid in references:
+            item = Dataset()
+            item.ReferencedSOPClassUID = sop_class
+            item.ReferencedSOPInstanceUID = sop_uid
+            items.append(item)
+        info.ReferencedSOPSequence = Sequence(items)
+        status, _ = self.assoc.send_n_action(info, 1, StorageCommitmentPushModel, COMMITMENT_INSTANCE_UID)
+        return int(status.Status), str(info.TransactionUID)
+
+
+def test_only_safely_stored_instances_are_committed(archive: tuple[Container, int], tmp_path: Path) -> None:
+    container, port = archive
+    stored = dcmread(sample("CT_small.dcm", tmp_path / "ct.dcm"))
+    requester = Requester(port)
+    try:
+        assert int(requester.assoc.send_c_store(stored).Status) == NStatus.SUCCESS
+        unknown = generate_uid()
+        status, transaction_uid = requester.request(
+            (CTImageStorage, stored.SOPInstanceUID),
+            (CTImageStorage, unknown),
+            (MRImageStorage, stored.SOPInstanceUID),  # stored, but under another SOP Class
+        )
+        assert status == NStatus.SUCCESS
+        assert requester.arrived.wait(10), "no N-EVENT-REPORT"
+    finally:
+        requester.assoc.release()
+    event_type, report = requester.reports[0]
+    assert event_type == SOME_FAILED
+    assert report.TransactionUID == transaction_uid
+    assert [i.ReferencedSOPInstanceUID for i in report.ReferencedSOPSequence] == [stored.SOPInstanceUID]
+    failures = {(i.ReferencedSOPClassUID, i.ReferencedSOPInstanceUID): i.FailureReason for i in report.FailedSOPSequence}
+    assert failures == {(CTImageStorage, unknown): NStatus.NO_SUCH_SOP_INSTANCE,
+                        (MRImageStorage, stored.SOPInstanceUID): NStatus.CLASS_INSTANCE_CONFLICT}
+
+
+def test_all_committed_and_missing_file_is_not(archive: tuple[Container, int], tmp_path: Path) -> None:
+    container, port = archive
+    first = dcmread(sample("CT_small.dcm", tmp_path / "a.dcm"))
+    second = dcmread(sample("CT_small.dcm", tmp_path / "b.dcm"))
+    requester = Requester(port)
+    try:
+        for ds in (first, second):
+            assert int(requester.assoc.send_c_store(ds).Status) == NStatus.SUCCESS
+        assert requester.request((CTImageStorage, first.SOPInstanceUID))[0] == NStatus.SUCCESS
+        assert requester.arrived.wait(10)
+        requester.arrived.clear()
+        # the file of the second instance disappears from disk: indexed is not enough
+        from radsync.adapters.persistence.unit_of_work import transaction
+
+        with transaction(container.engines.read, lambda: None) as uow:  # type: ignore[arg-type,return-value]
+            key = uow.studies.instance(second.SOPInstanceUID).blob_key  # type: ignore[union-attr]
+        container.blobs.path(key).unlink()
+        assert requester.request((CTImageStorage, second.SOPInstanceUID))[0] == NStatus.SUCCESS
+        assert requester.arrived.wait(10)
+    finally:
+        requester.assoc.release()
+    assert requester.reports[0][0] == ALL_COMMITTED
+    assert requester.reports[1][0] == SOME_FAILED
+    assert requester.reports[1][1].FailedSOPSequence[0].FailureReason == NStatus.NO_SUCH_SOP_INSTANCE

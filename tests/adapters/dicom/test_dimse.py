@@ -1,0 +1,98 @@
+"""The fast pending C-FIND response path sends what pynetdicom itself would, byte for byte."""
+
+from __future__ import annotations
+
+from io import BytesIO
+from typing import Any
+
+import pytest
+from pynetdicom.dimse_messages import C_FIND_RSP
+from pynetdicom.dimse_primitives import C_FIND
+from pynetdicom.dsutils import encode
+from pynetdicom.pdu_primitives import P_DATA
+from pynetdicom.sop_class import ModalityWorklistInformationFind
+
+from radsync.adapters.dicom.dimse import FindResponseProvider, find_response_command
+
+
+def pending(status: int = 0xFF00, message_id: int = 7, identifier: bytes = b"\x10\x00\x10\x00\x04\x00\x00\x00DOE ",
+            **extra: Any) -> C_FIND:
+    rsp = C_FIND()
+    rsp.MessageID = message_id
+    rsp.MessageIDBeingRespondedTo = message_id
+    rsp.AffectedSOPClassUID = ModalityWorklistInformationFind
+    rsp.Status = status
+    rsp.Identifier = BytesIO(identifier)
+    for key, value in extra.items():
+        setattr(rsp, key, value)
+    return rsp
+
+
+@pytest.mark.parametrize("status", [0xFF00, 0xFF01])
+@pytest.mark.parametrize("message_id", [1, 65535])
+def test_command_set_equals_pynetdicoms(status: int, message_id: int) -> None:
+    message = C_FIND_RSP()
+    message.primitive_to_message(pending(status, message_id))
+    assert find_response_command(ModalityWorklistInformationFind, message_id, status) == encode(
+        message.command_set, True, True
+    )
+
+
+class FakeDul:
+    def __init__(self) -> None:
+        self.sent: list[P_DATA] = []
+
+    def send_pdu(self, primitive: P_DATA) -> None:
+        self.sent.append(primitive)
+
+
+class FakeAssoc:
+    def __init__(self, peer_max_pdu: int, handlers: list[Any] | None = None) -> None:
+        self.dul = FakeDul()
+        self.is_requestor = False
+        self.requestor = type("Requestor", (), {"maximum_length": peer_max_pdu})()
+        self._handlers = handlers or []
+
+    def get_handlers(self, event: Any) -> list[Any]:
+        return self._handlers
+
+
+def _pdvs(sent: list[P_DATA]) -> list[tuple[int, bytes]]:
+    return [pdv for pdata in sent for pdv in pdata.presentation_data_value_list]
+
+
+def test_pending_answer_is_one_pdu_with_the_same_pdvs_pynetdicom_sends() -> None:
+    fast = FakeAssoc(16000)
+    FindResponseProvider(fast).send_msg(pending(), 3)  # type: ignore[arg-type]
+    assert len(fast.dul.sent) == 1
+
+    slow = FakeAssoc(16000)
+    message = C_FIND_RSP()
+    message.primitive_to_message(pending())
+    slow.dul.sent.extend(message.encode_msg(3, 16000))
+    assert _pdvs(fast.dul.sent) == _pdvs(slow.dul.sent)
+
+
+@pytest.mark.parametrize(
+    ("assoc", "rsp"),
+    [
+        (FakeAssoc(16000), pending(status=0x0000, identifier=b"")),  # final success
+        (FakeAssoc(16000), pending(status=0xA700, ErrorComment="too many")),  # failure with a comment
+        (FakeAssoc(40), pending()),  # does not fit the peer's PDU: needs fragmenting
+    ],
+    ids=["final", "failure", "fragmenting"],
+)
+def test_everything_else_takes_pynetdicoms_path(assoc: FakeAssoc, rsp: C_FIND) -> None:
+    if rsp.Status == 0x0000:
+        rsp.Identifier = None
+    FindResponseProvider(assoc).send_msg(rsp, 1)  # type: ignore[arg-type]
+    message = C_FIND_RSP()
+    message.primitive_to_message(rsp)
+    expected = list(message.encode_msg(1, assoc.requestor.maximum_length))
+    assert _pdvs(assoc.dul.sent) == _pdvs(expected)
+
+
+def test_an_observed_association_takes_pynetdicoms_path() -> None:
+    """Someone bound EVT_DIMSE_SENT: the message must go through pynetdicom so the event fires."""
+    provider = FindResponseProvider(FakeAssoc(16000, handlers=[(print, None)]))  # type: ignore[arg-type]
+    assert provider._fast_path(pending(), 1) is False

@@ -1,0 +1,48 @@
+"""Several receiving processes on one port (SO_REUSEPORT, workers.py): parallel associations all succeed and
+the shared database and blob store stay consistent."""
+
+from __future__ import annotations
+
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from archive_samples import DCMTK_ENV, DCMTK_STORESCU, archive_settings, run, sample
+from pydicom import dcmread
+
+from radsync.adapters.dicom.workers import DicomWorkers, process_count
+from radsync.bootstrap import build_container
+from radsync.domain.study import StudyState
+
+
+@pytest.mark.skipif(not Path(DCMTK_STORESCU).exists(), reason="dcmtk is not installed")
+def test_two_processes_two_parallel_associations(tmp_path: Path) -> None:
+    settings = archive_settings(tmp_path / "data", dicom_processes=2)
+    container = build_container(settings)  # migrates once, as `radsync serve` does before starting workers
+    workers = DicomWorkers(settings, process_count(settings))
+    port = workers.start()
+    try:
+        assert len(workers.pids) == 2
+        study_uid = "1.2.826.0.1.3680043.8.498.777"
+        batches = [[sample("CT_small.dcm", tmp_path / f"in{b}" / f"{i}.dcm", study_uid=study_uid,
+                           series_uid=f"{study_uid}.{b}") for i in range(10)] for b in range(2)]
+
+        def send(batch: list[Path]) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([DCMTK_STORESCU, "-aet", "CT01", "-aec", "RADSYNC", "127.0.0.1", str(port),
+                                   *map(str, batch)], env=DCMTK_ENV, capture_output=True, text=True, timeout=120)
+
+        with ThreadPoolExecutor(2) as pool:
+            results = list(pool.map(send, batches))
+        assert [r.returncode for r in results] == [0, 0], [r.stderr for r in results]
+    finally:
+        workers.stop()
+    assert workers.pids == []
+    uids = [dcmread(p, stop_before_pixels=True).SOPInstanceUID for batch in batches for p in batch]
+    stored = run(container, lambda uow: [uow.studies.instance(uid) for uid in uids])
+    assert all(s is not None for s in stored)
+    assert {s.study_instance_uid for s in stored} == {study_uid}  # one study, whichever process stored what
+    assert all(container.blobs.verify(s.blob_key) for s in stored)
+    view = run(container, lambda uow: container.studies.get_study(uow, study_uid))
+    assert view.study.state is StudyState.UNASSIGNED
+    container.engines.dispose()
