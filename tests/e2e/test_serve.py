@@ -109,7 +109,7 @@ def _send_until_killed(port: int, start: int, count: int, acked: list[str]) -> N
                 code, _ = ack_code(client.send_message(orm_new(n)))
                 if code == "AA":
                     acked.append(f"A{n:06d}")
-    except (OSError, ValueError, IndexError, KeyError):
+    except (OSError, ValueError, IndexError, KeyError, hl7.exceptions.HL7Exception):
         return  # the server died mid-conversation: what was ACKed so far is what counts
 
 

@@ -144,12 +144,17 @@ def test_waiting_for_finds_studies_by_uid_accession_request_item_and_patient(eng
             Study("1.6", StudyHeader(patient_id=JOHN), StudyState.UNASSIGNED)
         )  # other patient
         found = uow.studies.waiting_for(["1.1"], ["A1"], "P1")
-    assert found == [
+        several = uow.studies.waiting_for(["1.1", "9.9"], ["A1", "Z9"], "P1")  # the IN-list form
+        without_numbers = uow.studies.waiting_for([], [], "")
+        by_uid_only = uow.studies.waiting_for(["1.1"], [], "")
+    assert found == several == [
         ("1.1", StudyState.UNASSIGNED),
         ("1.2", StudyState.UNASSIGNED),
         ("1.3", StudyState.MATCHED),
         ("1.4", StudyState.UNASSIGNED),
     ]
+    assert without_numbers == []
+    assert by_uid_only == [("1.1", StudyState.UNASSIGNED)]
 
 
 def test_mpps_round_trip_and_step_links(engines: Engines) -> None:
@@ -191,6 +196,7 @@ def test_mpps_round_trip_and_step_links(engines: Engines) -> None:
             ((procedure_uid, "SPS1"),),
         )
         assert uow.mpps.waiting_for([procedure_uid], ["A1"], "P1") == []  # matched: not waiting
+        assert uow.mpps.waiting_for([procedure_uid, "9.9"], ["A1", "Z9"], "P1") == []
 
 
 def test_procedure_lookup_views(engines: Engines) -> None:
