@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import http.client
 import importlib.util
 import os
@@ -33,8 +34,16 @@ MLLP_TRAILER = END_BLOCK + CARRIAGE_RETURN
 # of its modality. Several stations sharing a modality would multiply the items (and make an accession query answer
 # more than once), so each modality gets exactly one station here.
 STATIONS: tuple[tuple[str, str], ...] = (
-    ("CT01", "CT"), ("MR01", "MR"), ("US01", "US"), ("CR01", "CR"), ("DX01", "DX"),
-    ("MG01", "MG"), ("NM01", "NM"), ("PT01", "PT"), ("XA01", "XA"), ("RF01", "RF"),
+    ("CT01", "CT"),
+    ("MR01", "MR"),
+    ("US01", "US"),
+    ("CR01", "CR"),
+    ("DX01", "DX"),
+    ("MG01", "MG"),
+    ("NM01", "NM"),
+    ("PT01", "PT"),
+    ("XA01", "XA"),
+    ("RF01", "RF"),
 )
 
 
@@ -76,6 +85,23 @@ def healthz_ok(http_port: int) -> bool:
         conn.close()
 
 
+@functools.cache
+def dcmtk_tool(name: str) -> str:
+    """The absolute path of a dcmtk command-line tool.
+
+    Not simply the first `name` on PATH: pynetdicom installs Python console scripts called findscu, echoscu,
+    storescu, ... into the virtualenv's bin/, so inside an activated venv `findscu` is pynetdicom's, not dcmtk's.
+    """
+    for directory in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        candidate = Path(directory) / name
+        if not (candidate.is_file() and os.access(candidate, os.X_OK)):
+            continue
+        probe = subprocess.run([str(candidate), "--version"], capture_output=True, text=True, timeout=30)
+        if "dcmtk" in (probe.stdout + probe.stderr).lower():
+            return str(candidate)
+    raise FileNotFoundError(f"dcmtk's {name} is not on PATH (apt-get install dcmtk)")
+
+
 def dcmtk_env() -> dict[str, str]:
     """Environment for dcmtk tools: dcmtk 3.6.7 leaves Nagle on unless TCP_NODELAY=1 is exported."""
     return {**os.environ, "TCP_NODELAY": "1"}
@@ -88,21 +114,25 @@ def dcmtk_env() -> dict[str, str]:
 class ServerProcess:
     """A server started as a child process, with its output in a log file, stopped with SIGTERM."""
 
-    def __init__(self, name: str, argv: Sequence[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, name: str, argv: Sequence[str], log_path: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.name = name
         self.argv = list(argv)
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(self.argv, stdout=self._log, stderr=subprocess.STDOUT, env=env,
-                                     stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            self.argv, stdout=self._log, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL
+        )
 
     def wait_ready(self, ready: Callable[[], bool], timeout: float) -> None:
         """Poll `ready()` until it is true; fail early if the process dies, fail after `timeout` seconds."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode} before it was ready:\n"
-                                   f"{self.log_tail()}")
+                raise RuntimeError(
+                    f"{self.name} exited with {self.proc.returncode} before it was ready:\n{self.log_tail()}"
+                )
             if ready():
                 return
             time.sleep(0.05)
@@ -143,7 +173,10 @@ def radsync_command() -> list[str] | None:
     script = Path(sys.executable).parent / "radsync"
     if script.exists():
         return [str(script)]
-    if importlib.util.find_spec("radsync") is not None and importlib.util.find_spec("radsync.__main__") is not None:
+    if (
+        importlib.util.find_spec("radsync") is not None
+        and importlib.util.find_spec("radsync.__main__") is not None
+    ):
         return [sys.executable, "-m", "radsync"]
     return None
 
@@ -167,16 +200,32 @@ def write_stations_toml(path: Path, stations: Sequence[tuple[str, str]] = STATIO
     path.write_text("\n".join(tables))
 
 
-def start_radsync(work_dir: Path, ports: RadsyncPorts, config: Path, ae_title: str = "RADSYNC",
-                  timeout: float = 90.0) -> ServerProcess:
+def start_radsync(
+    work_dir: Path, ports: RadsyncPorts, config: Path, ae_title: str = "RADSYNC", timeout: float = 90.0
+) -> ServerProcess:
     """Start `radsync serve` on a fresh data dir under work_dir and wait until /healthz answers 200."""
     command = radsync_command()
     if command is None:
         raise RuntimeError("radsync is not installed in this environment")
     data_dir = work_dir / "data"
-    argv = [*command, "serve", "--data-dir", str(data_dir), "--host", HOST,
-            "--hl7-port", str(ports.hl7), "--dicom-port", str(ports.dicom), "--http-port", str(ports.http),
-            "--ae-title", ae_title, "--config", str(config)]
+    argv = [
+        *command,
+        "serve",
+        "--data-dir",
+        str(data_dir),
+        "--host",
+        HOST,
+        "--hl7-port",
+        str(ports.hl7),
+        "--dicom-port",
+        str(ports.dicom),
+        "--http-port",
+        str(ports.http),
+        "--ae-title",
+        ae_title,
+        "--config",
+        str(config),
+    ]
     # Keep the caller's RADSYNC_* variables out: the flags above are the whole configuration.
     env = {k: v for k, v in os.environ.items() if not k.startswith("RADSYNC_")}
     server = ServerProcess("radsync", argv, work_dir / "radsync.log", env=env)
@@ -191,27 +240,126 @@ def start_radsync(work_dir: Path, ports: RadsyncPorts, config: Path, ae_title: s
 # --------------------------------------------------------------------------------------------------------------
 # HL7 orders (ORM^O01 v2.3.1, shaped like MAPPING.md §9.1)
 
-FAMILIES = ("Smith", "Johnson", "Williams", "Brown", "Jones", "Garcia", "Miller", "Davis", "Rodriguez", "Martinez",
-            "Hernandez", "Lopez", "Gonzalez", "Wilson", "Anderson", "Thomas", "Taylor", "Moore", "Jackson", "Martin",
-            "Lee", "Perez", "Thompson", "White", "Harris", "Sanchez", "Clark", "Ramirez", "Lewis", "Robinson",
-            "Walker", "Young", "Allen", "King", "Wright", "Scott", "Torres", "Nguyen", "Hill", "Flores", "Muller",
-            "Schmidt", "Schneider", "Fischer", "Weber", "Meyer", "Wagner", "Becker", "Okafor", "Novak")
-GIVEN_F = ("Mary", "Patricia", "Jennifer", "Linda", "Elizabeth", "Barbara", "Susan", "Jessica", "Sarah", "Karen")
+FAMILIES = (
+    "Smith",
+    "Johnson",
+    "Williams",
+    "Brown",
+    "Jones",
+    "Garcia",
+    "Miller",
+    "Davis",
+    "Rodriguez",
+    "Martinez",
+    "Hernandez",
+    "Lopez",
+    "Gonzalez",
+    "Wilson",
+    "Anderson",
+    "Thomas",
+    "Taylor",
+    "Moore",
+    "Jackson",
+    "Martin",
+    "Lee",
+    "Perez",
+    "Thompson",
+    "White",
+    "Harris",
+    "Sanchez",
+    "Clark",
+    "Ramirez",
+    "Lewis",
+    "Robinson",
+    "Walker",
+    "Young",
+    "Allen",
+    "King",
+    "Wright",
+    "Scott",
+    "Torres",
+    "Nguyen",
+    "Hill",
+    "Flores",
+    "Muller",
+    "Schmidt",
+    "Schneider",
+    "Fischer",
+    "Weber",
+    "Meyer",
+    "Wagner",
+    "Becker",
+    "Okafor",
+    "Novak",
+)
+GIVEN_F = (
+    "Mary",
+    "Patricia",
+    "Jennifer",
+    "Linda",
+    "Elizabeth",
+    "Barbara",
+    "Susan",
+    "Jessica",
+    "Sarah",
+    "Karen",
+)
 GIVEN_M = ("James", "Robert", "John", "Michael", "David", "William", "Richard", "Joseph", "Thomas", "Charles")
 # Planted for the patient-name wildcard query `Doe*`: no other family name starts with "doe" in any case.
 DOE_FAMILIES = ("Doe", "Doe", "Doe", "Doe", "Doering", "Doebler")
 PROCEDURES: dict[str, tuple[str, str, str, str, str, str]] = {
     # modality: (ordered code, ordered text, protocol code, protocol text, RP code, RP text)
-    "CT": ("71250", "CT thorax w/o contrast", "P-CT-CHEST-NC", "Chest routine non-contrast",
-           "RP-CTCHEST", "CT chest without contrast"),
+    "CT": (
+        "71250",
+        "CT thorax w/o contrast",
+        "P-CT-CHEST-NC",
+        "Chest routine non-contrast",
+        "RP-CTCHEST",
+        "CT chest without contrast",
+    ),
     "MR": ("70551", "MRI brain w/o contrast", "P-MR-BRAIN", "Brain routine", "RP-MRBRAIN", "MR brain"),
     "US": ("76700", "US abdomen complete", "P-US-ABD", "Abdomen complete", "RP-USABD", "US abdomen"),
-    "CR": ("71046", "X-ray chest 2 views", "P-CR-CHEST2", "Chest PA and lateral", "RP-CRCHEST", "Chest X-ray"),
+    "CR": (
+        "71046",
+        "X-ray chest 2 views",
+        "P-CR-CHEST2",
+        "Chest PA and lateral",
+        "RP-CRCHEST",
+        "Chest X-ray",
+    ),
     "DX": ("73030", "X-ray shoulder", "P-DX-SHOULDER", "Shoulder 2 views", "RP-DXSHOULDER", "Shoulder X-ray"),
-    "MG": ("77067", "Screening mammography", "P-MG-SCREEN", "Bilateral screening", "RP-MGSCREEN", "Mammography"),
-    "NM": ("78452", "Myocardial perfusion", "P-NM-MPI", "Rest/stress SPECT", "RP-NMMPI", "NM myocardial perfusion"),
-    "PT": ("78815", "PET/CT skull base to thigh", "P-PT-WB", "Whole body FDG", "RP-PTWB", "PET/CT whole body"),
-    "XA": ("93458", "Coronary angiography", "P-XA-CORO", "Left heart cath", "RP-XACORO", "Coronary angiography"),
+    "MG": (
+        "77067",
+        "Screening mammography",
+        "P-MG-SCREEN",
+        "Bilateral screening",
+        "RP-MGSCREEN",
+        "Mammography",
+    ),
+    "NM": (
+        "78452",
+        "Myocardial perfusion",
+        "P-NM-MPI",
+        "Rest/stress SPECT",
+        "RP-NMMPI",
+        "NM myocardial perfusion",
+    ),
+    "PT": (
+        "78815",
+        "PET/CT skull base to thigh",
+        "P-PT-WB",
+        "Whole body FDG",
+        "RP-PTWB",
+        "PET/CT whole body",
+    ),
+    "XA": (
+        "93458",
+        "Coronary angiography",
+        "P-XA-CORO",
+        "Left heart cath",
+        "RP-XACORO",
+        "Coronary angiography",
+    ),
     "RF": ("74220", "Esophagram", "P-RF-ESO", "Barium swallow", "RP-RFESO", "Fluoroscopy esophagus"),
 }
 
@@ -239,23 +387,49 @@ class Order:
 
     @property
     def procedure(self) -> tuple[str, str, str, str, str, str]:
-        return PROCEDURES.get(self.modality, ("99999", f"{self.modality} exam", f"P-{self.modality}",
-                                              f"{self.modality} protocol", f"RP-{self.modality}",
-                                              f"{self.modality} procedure"))
+        return PROCEDURES.get(
+            self.modality,
+            (
+                "99999",
+                f"{self.modality} exam",
+                f"P-{self.modality}",
+                f"{self.modality} protocol",
+                f"RP-{self.modality}",
+                f"{self.modality} procedure",
+            ),
+        )
 
 
-def make_order(rng: random.Random, tag: str, index: int, station: tuple[str, str], start: dt.datetime,
-               family: str | None = None) -> Order:
+def make_order(
+    rng: random.Random,
+    tag: str,
+    index: int,
+    station: tuple[str, str],
+    start: dt.datetime,
+    family: str | None = None,
+) -> Order:
     """Build one order with IDs unique per (tag, index) and realistic random demographics."""
     sex = rng.choice("FM")
     given = rng.choice(GIVEN_F if sex == "F" else GIVEN_M)
     birth = dt.date(1930, 1, 1) + dt.timedelta(days=rng.randrange(365 * 90))
     key = f"{tag}{index:08d}"
     return Order(
-        control_id=f"M{key}", patient_id=f"P{key}", family=family or rng.choice(FAMILIES), given=given,
-        birth_date=birth.strftime("%Y%m%d"), sex=sex, accession=f"A{key}", rp_id=f"R{key}", sps_id=f"S{key}-1",
-        placer=f"PLC-{key}", filler=f"FIL-{key}", modality=station[1], station=station[0], start=start,
-        study_uid=f"2.25.{rng.getrandbits(127) | (1 << 126)}", weight=rng.randrange(40, 120),
+        control_id=f"M{key}",
+        patient_id=f"P{key}",
+        family=family or rng.choice(FAMILIES),
+        given=given,
+        birth_date=birth.strftime("%Y%m%d"),
+        sex=sex,
+        accession=f"A{key}",
+        rp_id=f"R{key}",
+        sps_id=f"S{key}-1",
+        placer=f"PLC-{key}",
+        filler=f"FIL-{key}",
+        modality=station[1],
+        station=station[0],
+        start=start,
+        study_uid=f"2.25.{rng.getrandbits(127) | (1 << 126)}",
+        weight=rng.randrange(40, 120),
     )
 
 
@@ -335,8 +509,8 @@ class _MllpClient(asyncio.Protocol):
         end = self._buffer.find(MLLP_TRAILER)
         if end >= 0 and self._waiter is not None and not self._waiter.done():
             start = self._buffer.find(START_BLOCK)
-            self._waiter.set_result(bytes(self._buffer[start + 1:end]))
-            del self._buffer[:end + 2]
+            self._waiter.set_result(bytes(self._buffer[start + 1 : end]))
+            del self._buffer[: end + 2]
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._waiter is not None and not self._waiter.done():
@@ -355,12 +529,17 @@ class LoadResult:
 
     sent: int
     elapsed: float
+    client_cpu: float = 0.0  # CPU seconds this (client) process used during the run
     latencies: list[float] = field(default_factory=list)  # seconds, one per answered message
     failures: dict[str, int] = field(default_factory=dict)  # reason -> count
 
     @property
     def rate(self) -> float:
         return len(self.latencies) / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def client_cpu_per_message(self) -> float:
+        return self.client_cpu / len(self.latencies) if self.latencies else float("nan")
 
     @property
     def failed(self) -> int:
@@ -382,7 +561,9 @@ async def _send_all(client: _MllpClient, work: Sequence[tuple[bytes, str]], resu
             result.failures[problem] = result.failures.get(problem, 0) + 1
 
 
-async def _load(port: int, messages: Sequence[tuple[bytes, str]], connections: int, timeout: float) -> LoadResult:
+async def _load(
+    port: int, messages: Sequence[tuple[bytes, str]], connections: int, timeout: float
+) -> LoadResult:
     loop = asyncio.get_running_loop()
     clients = []
     for _ in range(connections):
@@ -390,11 +571,15 @@ async def _load(port: int, messages: Sequence[tuple[bytes, str]], connections: i
         clients.append(client)
     framed = [(frame(message), control_id) for message, control_id in messages]
     result = LoadResult(sent=len(framed), elapsed=0.0)
+    cpu0 = time.process_time()
     t0 = time.perf_counter()
-    tasks = [asyncio.create_task(_send_all(client, framed[k::connections], result))
-             for k, client in enumerate(clients)]
+    tasks = [
+        asyncio.create_task(_send_all(client, framed[k::connections], result))
+        for k, client in enumerate(clients)
+    ]
     done, pending = await asyncio.wait(tasks, timeout=timeout)
     result.elapsed = time.perf_counter() - t0
+    result.client_cpu = time.process_time() - cpu0
     for task in pending:
         task.cancel()
     if pending:
@@ -408,8 +593,9 @@ async def _load(port: int, messages: Sequence[tuple[bytes, str]], connections: i
     return result
 
 
-def run_load(port: int, messages: Sequence[tuple[bytes, str]], connections: int,
-             timeout: float | None = None) -> LoadResult:
+def run_load(
+    port: int, messages: Sequence[tuple[bytes, str]], connections: int, timeout: float | None = None
+) -> LoadResult:
     """Send every (message, control ID) over `connections` parallel MLLP connections, each waiting for its ACK.
 
     One asyncio loop drives all connections (no GIL contention between client threads); the clock starts once every
@@ -448,12 +634,14 @@ def ms(seconds: float) -> str:
 
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     """Print a Markdown table with aligned columns (pastes straight into the README)."""
-    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) if rows else len(str(h))
-              for i, h in enumerate(headers)]
-    print("| " + " | ".join(str(h).ljust(w) for h, w in zip(headers, widths)) + " |")
+    widths = [
+        max(len(str(h)), *(len(str(r[i])) for r in rows)) if rows else len(str(h))
+        for i, h in enumerate(headers)
+    ]
+    print("| " + " | ".join(str(h).ljust(w) for h, w in zip(headers, widths, strict=True)) + " |")
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for row in rows:
-        print("| " + " | ".join(str(c).ljust(w) for c, w in zip(row, widths)) + " |")
+        print("| " + " | ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)) + " |")
 
 
 def verdict(value: float, target: float) -> str:
@@ -466,5 +654,7 @@ def verdict(value: float, target: float) -> str:
 def machine_line() -> str:
     """One line describing the machine and the tools, printed above the tables."""
     load = os.getloadavg()
-    return (f"python {sys.version.split()[0]} | {os.cpu_count()} CPUs | load average {load[0]:.2f} | "
-            f"{dt.datetime.now().isoformat(timespec='seconds')}")
+    return (
+        f"python {sys.version.split()[0]} | {os.cpu_count()} CPUs | load average {load[0]:.2f} | "
+        f"{dt.datetime.now().isoformat(timespec='seconds')}"
+    )

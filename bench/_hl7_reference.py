@@ -37,8 +37,22 @@ def echo_ack(block: bytes) -> bytes:
     """Build an AA acknowledgement by splitting MSH on '|' (about 10 µs; no parser)."""
     msh = block.split(b"\r", 1)[0].split(b"|")
     now = dt.datetime.now().strftime("%Y%m%d%H%M%S").encode()
-    header = b"|".join((b"MSH", msh[1], msh[4], msh[5], msh[2], msh[3], now, b"", b"ACK^O01^ACK",
-                        b"E" + msh[9], msh[10], msh[11]))
+    header = b"|".join(
+        (
+            b"MSH",
+            msh[1],
+            msh[4],
+            msh[5],
+            msh[2],
+            msh[3],
+            now,
+            b"",
+            b"ACK^O01^ACK",
+            b"E" + msh[9],
+            msh[10],
+            msh[11],
+        )
+    )
     return header + b"\rMSA|AA|" + msh[9] + b"\r"
 
 
@@ -64,7 +78,8 @@ class ReferenceIntake:
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.execute(
             "CREATE TABLE IF NOT EXISTS message (id INTEGER PRIMARY KEY, sender TEXT, control_id TEXT, "
-            "patient_id TEXT, accession TEXT, received_at TEXT, raw TEXT)")
+            "patient_id TEXT, accession TEXT, received_at TEXT, raw TEXT)"
+        )
 
     def store(self, message: hl7.Message, raw: str) -> None:
         msh = message.segment("MSH")
@@ -72,8 +87,11 @@ class ReferenceIntake:
         obr = message.segment("OBR")
         row = (str(msh[3]), str(msh[10]), str(pid[3][0][0]), str(obr[18]), dt.datetime.now().isoformat(), raw)
         self.db.execute("BEGIN")
-        self.db.execute("INSERT INTO message (sender, control_id, patient_id, accession, received_at, raw) "
-                        "VALUES (?, ?, ?, ?, ?, ?)", row)
+        self.db.execute(
+            "INSERT INTO message (sender, control_id, patient_id, accession, received_at, raw) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            row,
+        )
         self.db.execute("COMMIT")
 
     async def serve(self, reader: HL7StreamReader, writer: HL7StreamWriter) -> None:
@@ -108,7 +126,9 @@ async def main(mode: str, port: int, db_path: Path | None) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--mode", choices=("echo", "reference"), required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--db", type=Path)

@@ -35,9 +35,27 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from _common import (BENCH_DIR, RadsyncPorts, LoadResult, ServerProcess, ingest_orders, machine_line, median, ms,
-                     orm_o01, percentile, port_accepts, print_table, radsync_command, run_load, running,
-                     start_radsync, verdict, write_stations_toml, free_port)
+from _common import (
+    BENCH_DIR,
+    LoadResult,
+    RadsyncPorts,
+    ServerProcess,
+    free_port,
+    ingest_orders,
+    machine_line,
+    median,
+    ms,
+    orm_o01,
+    percentile,
+    port_accepts,
+    print_table,
+    radsync_command,
+    run_load,
+    running,
+    start_radsync,
+    verdict,
+    write_stations_toml,
+)
 
 CONNECTIONS = (1, 8)
 TARGET_1 = 1.0
@@ -56,13 +74,23 @@ class Target:
 
 def start_reference_process(mode: str) -> Callable[[Path], tuple[ServerProcess, int]]:
     """A starter for bench/_hl7_reference.py in the given mode."""
+
     def start(work: Path) -> tuple[ServerProcess, int]:
         port = free_port()
-        argv = [sys.executable, str(BENCH_DIR / "_hl7_reference.py"), "--mode", mode, "--port", str(port),
-                "--db", str(work / "reference.sqlite")]
+        argv = [
+            sys.executable,
+            str(BENCH_DIR / "_hl7_reference.py"),
+            "--mode",
+            mode,
+            "--port",
+            str(port),
+            "--db",
+            str(work / "reference.sqlite"),
+        ]
         server = ServerProcess(f"{mode} server", argv, work / f"{mode}.log")
         server.wait_ready(lambda: port_accepts(port), timeout=30)
         return server, port
+
     return start
 
 
@@ -87,8 +115,13 @@ def messages(count: int, tag: str, seed: int) -> list[tuple[bytes, str]]:
     return [(orm_o01(order, now), order.control_id) for order in ingest_orders(count, tag, seed, now.date())]
 
 
-def run_one(target: Target, root: Path, connections: int, load: list[tuple[bytes, str]],
-            warmup: list[tuple[bytes, str]]) -> LoadResult:
+def run_one(
+    target: Target,
+    root: Path,
+    connections: int,
+    load: list[tuple[bytes, str]],
+    warmup: list[tuple[bytes, str]],
+) -> LoadResult:
     """Start a fresh server, warm it up, measure one load, check what it stored, stop it."""
     work = Path(tempfile.mkdtemp(prefix=f"{target.name.split()[0]}-{connections}c-", dir=root))
     try:
@@ -107,8 +140,12 @@ def run_one(target: Target, root: Path, connections: int, load: list[tuple[bytes
     if stored is not None and stored != expected:
         result.failures[f"stored {stored} rows, expected {expected}"] = abs(expected - stored)
     status = f"{result.failed} FAILED" if result.failed else "all AA"
-    print(f"  {target.name:<24} {connections} conn: {result.rate:8,.0f} msg/s  p50 {ms(percentile(result.latencies, 50))}"
-          f" ms  p99 {ms(percentile(result.latencies, 99))} ms  ({status})", file=sys.stderr, flush=True)
+    print(
+        f"  {target.name:<24} {connections} conn: {result.rate:8,.0f} msg/s  p50 {ms(percentile(result.latencies, 50))}"
+        f" ms  p99 {ms(percentile(result.latencies, 99))} ms  ({status})",
+        file=sys.stderr,
+        flush=True,
+    )
     return result
 
 
@@ -123,6 +160,16 @@ def summarize(target: Target, connections: int) -> tuple[float, list[float], dic
     return median([r.rate for r in runs]), latencies, failures
 
 
+def client_cpu(target: Target) -> str:
+    """The load generator's own CPU time per message (1 / 8 connections), in microseconds."""
+    cells = []
+    for c in CONNECTIONS:
+        runs = target.runs.get(c, [])
+        per_message = median([r.client_cpu_per_message for r in runs if r.latencies])
+        cells.append(f"{per_message * 1e6:.0f}" if per_message == per_message else "–")
+    return " / ".join(cells)
+
+
 def report(targets: list[Target], reference: Target, args: argparse.Namespace) -> None:
     ref_rate = {c: summarize(reference, c)[0] for c in CONNECTIONS}
     rows = []
@@ -132,37 +179,71 @@ def report(targets: list[Target], reference: Target, args: argparse.Namespace) -
         for c in CONNECTIONS:
             rate, latencies, failures = summarize(target, c)
             rates[c] = rate
-            cells.append(f"{ms(percentile(latencies, 50))} / {ms(percentile(latencies, 99))} ms")
+            cells.append(
+                f"{ms(percentile(latencies, 50))} / {ms(percentile(latencies, 99))} ms" if latencies else "–"
+            )
             all_failures += [f"{target.name}, {c} conn: {n} x {reason}" for reason, n in failures.items()]
         ratio = " / ".join(f"{rates[c] / ref_rate[c]:.2f}x" if ref_rate[c] else "–" for c in CONNECTIONS)
-        rows.append([target.name, f"{rates[1]:,.0f}", f"{rates[8]:,.0f}", cells[0], cells[1], ratio])
+        rows.append(
+            [
+                target.name,
+                f"{rates[1]:,.0f}",
+                f"{rates[8]:,.0f}",
+                cells[0],
+                cells[1],
+                ratio,
+                client_cpu(target),
+            ]
+        )
     print()
-    print(f"HL7 ingest: {args.count:,} ORM^O01 per run, each waiting for its ACK; {args.warmup} warm-up messages; "
-          f"median of {args.repeat} round(s)")
+    print(
+        f"HL7 ingest: {args.count:,} ORM^O01 per run, each waiting for its ACK; {args.warmup} warm-up messages; "
+        f"median of {args.repeat} round(s)"
+    )
     print(machine_line())
     print()
-    print_table(["server", "1 conn msg/s", "8 conn msg/s", "p50 / p99 ACK (1 conn)", "p50 / p99 ACK (8 conn)",
-                 "ratio vs reference (1 / 8 conn)"], rows)
+    print_table(
+        [
+            "server",
+            "1 conn msg/s",
+            "8 conn msg/s",
+            "p50 / p99 ACK (1 conn)",
+            "p50 / p99 ACK (8 conn)",
+            "ratio vs reference (1 / 8 conn)",
+            "client CPU µs/msg (1 / 8)",
+        ],
+        rows,
+    )
     print()
     radsync = next((t for t in targets if t.name == "radsync"), None)
     if radsync is not None and radsync.runs:
         for c, goal in ((1, TARGET_1), (8, TARGET_8)):
             ratio = summarize(radsync, c)[0] / ref_rate[c] if ref_rate[c] else float("nan")
-            print(f"target: radsync >= {goal:.1f}x the reference on {c} connection{'s' if c > 1 else ''}: "
-                  f"{ratio:.2f}x -> {verdict(ratio, goal)}")
+            print(
+                f"target: radsync >= {goal:.1f}x the reference on {c} connection{'s' if c > 1 else ''}: "
+                f"{ratio:.2f}x -> {verdict(ratio, goal)}"
+            )
     else:
-        print(f"targets (radsync not measured): >= {TARGET_1:.1f}x the reference on 1 connection, "
-              f">= {TARGET_8:.1f}x on 8 connections")
+        print(
+            f"targets (radsync not measured): >= {TARGET_1:.1f}x the reference on 1 connection, "
+            f">= {TARGET_8:.1f}x on 8 connections"
+        )
     print("failures: " + ("none (every ACK was MSA-1 AA with MSA-2 = MSH-10)" if not all_failures else ""))
     for line in all_failures:
         print(f"  {line}")
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--count", type=int, default=10_000, help="messages per run (default 10000)")
-    parser.add_argument("--warmup", type=int, default=200, help="untimed messages sent first to each fresh server")
-    parser.add_argument("--repeat", type=int, default=1, help="rounds; servers alternate within a round (default 1)")
+    parser.add_argument(
+        "--warmup", type=int, default=200, help="untimed messages sent first to each fresh server"
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="rounds; servers alternate within a round (default 1)"
+    )
     parser.add_argument("--seed", type=int, default=2, help="seed for the generated orders")
     parser.add_argument("--no-radsync", action="store_true", help="measure the references only")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, databases)")
@@ -171,14 +252,17 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
-    echo = Target("raw MLLP echo (limit)", start_reference_process("echo"))
+    echo = Target("client limit: raw echo", start_reference_process("echo"))
     reference = Target("reference (parse+SQLite)", start_reference_process("reference"), reference_rows)
     targets = [echo, reference]
     if args.no_radsync:
         pass
     elif radsync_command() is None:
-        print(f"! radsync is not installed next to {sys.executable} (no console script, no `python -m radsync`): "
-              "measuring the references only", file=sys.stderr)
+        print(
+            f"! radsync is not installed next to {sys.executable} (no console script, no `python -m radsync`): "
+            "measuring the references only",
+            file=sys.stderr,
+        )
     else:
         targets.append(Target("radsync", start_radsync_process))
     warmup = messages(min(args.warmup, args.count), "W0", args.seed)
@@ -192,6 +276,7 @@ def main() -> int:
     report(targets, reference, args)
     if not args.keep:
         import shutil
+
         shutil.rmtree(root, ignore_errors=True)
     else:
         print(f"work directory kept: {root}")
