@@ -18,6 +18,7 @@ AEs in the process are untouched. The tests check the bytes against pynetdicom's
 from __future__ import annotations
 
 import struct
+import time
 from typing import Any
 
 from pynetdicom import evt
@@ -39,6 +40,12 @@ _UL = struct.Struct("<HHLL")  # tag, length 4, value
 _US = struct.Struct("<HHLH")  # tag, length 2, value
 _HEADER = struct.Struct("<HHL")
 
+# Pending responses queued for the wire before the handler waits. Why: pynetdicom's DUL queue is unbounded, so a
+# fast handler would queue a whole large answer before the peer's C-CANCEL could even be read; a short queue keeps
+# memory bounded and lets the handler see the cancel (PS3.4 C.4.1.2.3 / K.4.1.2.3) after a few responses.
+MAX_QUEUED_PDUS = 8
+_QUEUE_POLL_SECONDS = 0.0002
+
 
 def find_response_command(affected_sop_class_uid: str, message_id: int, status: int) -> bytes:
     """The encoded command set of a pending C-FIND-RSP carrying an identifier (PS3.7 Table 9.3-2)."""
@@ -59,8 +66,16 @@ class FindResponseProvider(DIMSEServiceProvider):
     """pynetdicom's DIMSE provider with a fast path for pending C-FIND responses (see the module docstring)."""
 
     def send_msg(self, primitive: Any, context_id: int) -> None:
+        if isinstance(primitive, C_FIND) and primitive.Status in _PENDING:
+            self._wait_for_room()
         if not self._fast_path(primitive, context_id):
             super().send_msg(primitive, context_id)
+
+    def _wait_for_room(self) -> None:
+        """Block while the DUL already holds ``MAX_QUEUED_PDUS`` PDUs to send (see MAX_QUEUED_PDUS)."""
+        queue = self.dul.to_provider_queue
+        while queue.qsize() >= MAX_QUEUED_PDUS and self.dul.is_alive():
+            time.sleep(_QUEUE_POLL_SECONDS)
 
     def _fast_path(self, primitive: Any, context_id: int) -> bool:
         if (
