@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import queue
 from io import BytesIO
 from typing import Any
 
@@ -41,9 +42,13 @@ def test_command_set_equals_pynetdicoms(status: int, message_id: int) -> None:
 class FakeDul:
     def __init__(self) -> None:
         self.sent: list[P_DATA] = []
+        self.to_provider_queue: queue.Queue[P_DATA] = queue.Queue()  # stays empty: nothing waits for the wire
 
     def send_pdu(self, primitive: P_DATA) -> None:
         self.sent.append(primitive)
+
+    def is_alive(self) -> bool:
+        return True
 
 
 class FakeAssoc:
@@ -96,3 +101,24 @@ def test_an_observed_association_takes_pynetdicoms_path() -> None:
     """Someone bound EVT_DIMSE_SENT: the message must go through pynetdicom so the event fires."""
     provider = FindResponseProvider(FakeAssoc(16000, handlers=[(print, None)]))  # type: ignore[arg-type]
     assert provider._fast_path(pending(), 1) is False
+
+
+def test_pending_responses_wait_while_the_wire_queue_is_full() -> None:
+    """A handler may not queue a whole answer ahead of the wire: it waits until the DUL drains below the bound."""
+    import threading
+    import time
+
+    from radsync.adapters.dicom.dimse import MAX_QUEUED_PDUS
+
+    assoc = FakeAssoc(16000)
+    provider = FindResponseProvider(assoc)
+    for _ in range(MAX_QUEUED_PDUS):
+        assoc.dul.to_provider_queue.put(P_DATA())
+    done = threading.Event()
+    sender = threading.Thread(target=lambda: (provider.send_msg(pending(), 1), done.set()))
+    sender.start()
+    time.sleep(0.05)
+    assert not done.is_set(), "the response must wait while the queue is full"
+    assoc.dul.to_provider_queue.get()
+    assert done.wait(2), "the response goes out once the queue drains"
+    sender.join(2)
