@@ -46,3 +46,31 @@ def test_two_processes_two_parallel_associations(tmp_path: Path) -> None:
     view = run(container, lambda uow: container.studies.get_study(uow, study_uid))
     assert view.study.state is StudyState.UNASSIGNED
     container.engines.dispose()
+
+
+def test_a_killed_worker_is_replaced_and_stop_still_works(tmp_path: Path) -> None:
+    import os
+    import signal
+    import socket
+    import time
+
+    settings = archive_settings(tmp_path / "data", dicom_processes=2)
+    container = build_container(settings)
+    workers = DicomWorkers(settings, 2)
+    port = workers.start()
+    try:
+        victim = workers.pids[0]
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (victim in workers.pids or len(workers.pids) != 2):
+            time.sleep(0.2)
+        assert victim not in workers.pids and len(workers.pids) == 2
+        for _ in range(4):  # the port keeps accepting whichever process the kernel picks
+            with socket.create_connection(("127.0.0.1", port), timeout=5):
+                pass
+    finally:
+        started = time.monotonic()
+        workers.stop()
+        container.engines.dispose()
+    assert workers.pids == []
+    assert time.monotonic() - started < 30  # no hang on stop after a crash

@@ -17,7 +17,7 @@ SO_REUSEPORT socket -- port 0 becomes a concrete port every worker then binds); 
 ``spawn`` method (no inherited threads, locks or database connections) and each reports ready after its listener
 accepts; ``start`` returns only when all are ready, so /healthz reports the DICOM listener only when accepting.
 A worker that dies is restarted (at most once per second). ``stop`` signals every worker, which stops accepting,
-aborts open associations and exits; stragglers are terminated after a grace period.
+aborts open associations and exits (SIGTERM); stragglers are killed after a grace period.
 """
 
 from __future__ import annotations
@@ -74,7 +74,6 @@ class DicomWorkers:
         self._worker_settings = settings  # the same, with the concrete port once it is reserved
         self._count = count
         self._context = multiprocessing.get_context("spawn")
-        self._stop = self._context.Event()
         self._ready: Any = self._context.Queue()
         self._processes: list[Any] = []
         self._port: int | None = None
@@ -112,13 +111,15 @@ class DicomWorkers:
     def stop(self) -> None:
         """Signal every worker to stop, wait for them, terminate stragglers; safe to call twice."""
         self._stopping.set()
-        self._stop.set()
+        for process in self._processes:
+            if process.is_alive():
+                process.terminate()  # SIGTERM: the worker stops its listener and exits
         deadline = time.monotonic() + STOP_GRACE_SECONDS
         for process in self._processes:
             process.join(max(0.1, deadline - time.monotonic()))
             if process.is_alive():
-                log.warning("DICOM worker %s did not stop in time; terminating it", process.pid)
-                process.terminate()
+                log.warning("DICOM worker %s did not stop in time; killing it", process.pid)
+                process.kill()
                 process.join(5)
         self._processes = []
         if self._watcher is not None:
@@ -130,7 +131,7 @@ class DicomWorkers:
     def _spawn(self, index: int) -> Any:
         process = self._context.Process(
             target=run_worker,
-            args=(self._worker_settings, index, self._stop, self._ready),
+            args=(self._worker_settings, index, os.getpid(), self._ready),
             name=f"radsync-dicom-{index}",
             daemon=False,
         )
@@ -187,8 +188,13 @@ def _reserve_port(host: str, port: int) -> socket.socket:
     return sock
 
 
-def run_worker(settings: Settings, index: int, stop: Any, ready: Any) -> None:
-    """A worker process: build the container, serve DICOM on the shared port until ``stop`` is set."""
+def run_worker(settings: Settings, index: int, supervisor_pid: int, ready: Any) -> None:
+    """A worker process: build the container, serve DICOM on the shared port until SIGTERM (or orphaned).
+
+    Stopping is a signal, not a shared ``multiprocessing.Event``: setting such an Event waits for every waiter
+    to wake, and a waiter killed with SIGKILL never does -- the supervisor would hang on stop after a crash.
+    """
+    stop = threading.Event()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the supervisor decides
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     if not logging.getLogger().handlers:
@@ -206,7 +212,9 @@ def run_worker(settings: Settings, index: int, stop: Any, ready: Any) -> None:
         raise
     ready.put(("ready", os.getpid()))
     try:
-        stop.wait()
+        while not stop.wait(0.5):
+            if os.getppid() != supervisor_pid:  # the supervisor died without stopping us
+                break
     finally:
         server.stop()
         container.engines.dispose()
