@@ -14,9 +14,11 @@ ACK, so an AA is never sent for something a crash could lose.
 Batches are optimistic: the first attempt runs without per-message SAVEPOINTs (each costs two statements). If any
 message's commands fail, the whole batch is rolled back and redone with each message's commands in a SAVEPOINT
 of its own (``connection.begin_nested()``): the bad message rolls back alone, its log row stays with outcome and
-ACK, and the others commit. Either way each message is atomic and the answers are the same. An unexpected exception costs that message an AE
-207 (not replayed to a resend) and a log line without PHI; the intake keeps running. If the batch transaction
-itself fails, each message is retried in a transaction of its own, and answered AR 207 if that fails too.
+ACK, and the others commit. Either way each message is atomic and the answers are the same.
+
+An unexpected exception costs that message an AE 207 (not replayed to a resend) and a log line without PHI; the
+intake keeps running. If the batch transaction itself fails, each message is retried in a transaction of its
+own, and answered AR 207 if that fails too.
 
 The asyncio side calls ``await intake.submit(raw_bytes, peer)``; decoding and mapping run there, before the
 message is queued, so they overlap with the writer's fsync.
