@@ -113,3 +113,25 @@ def test_a_reason_is_required_for_manual_decisions(data_dir: Path, hub: Hub) -> 
         assert result.exit_code == 1
         assert "a reason is required" in result.output
     assert hub.statuses(BEST) == ["SCHEDULED"]
+
+
+def test_a_manual_link_on_the_command_line_queues_the_order_status_for_the_ris(data_dir: Path, hub: Hub,
+                                                                              tmp_path: Path) -> None:
+    """The RIS must learn of a link made on the CLI as it does of one made over HTTP (issue 5 item 3, issue 4)."""
+    from sqlalchemy import create_engine, select
+
+    from radsync.adapters.persistence.tables import outbox
+
+    config = tmp_path / "radsync.toml"
+    config.write_text('[[hl7_destinations]]\nname = "ris"\nhost = "127.0.0.1"\nport = 2576\nevents = ["status"]\n')
+    result = runner.invoke(app, ["studies", "reconcile", UNASSIGNED_UID, BEST, "--reason", "typo", "--user", "alice",
+                                 "--config", str(config), "--data-dir", str(data_dir)], env=WIDE)
+    assert result.exit_code == 0, result.output
+    engine = create_engine(f"sqlite:///{data_dir / 'radsync.db'}")
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(select(outbox.c.destination, outbox.c.message_type, outbox.c.accession,
+                                       outbox.c.state)).all()
+    finally:
+        engine.dispose()
+    assert [tuple(r) for r in rows] == [("ris", "ORM^O01", BEST, "pending")]

@@ -20,6 +20,7 @@ from rich.markup import escape
 
 from radsync.adapters.http.study_json import study_json
 from radsync.adapters.persistence.unit_of_work import SqlUnitOfWork, transaction
+from radsync.app.outbound import NO_OUTBOUND
 from radsync.app.reconcile import ManualReconcile, Unlink
 from radsync.app.studies import StudyService, StudyView
 from radsync.bootstrap import build_container
@@ -132,8 +133,10 @@ def _service(config: Path | None, data_dir: Path | None, database_url: str | Non
     container = build_container(settings)
 
     def run(work: Callable[[StudyService, SqlUnitOfWork], T], *, write: bool) -> T:
-        engine = container.engines.write if write else container.engines.read
-        with transaction(engine, utc_now) as uow:
+        # A write may complete an order: its status then goes to the RIS through the outbox like over HTTP; the
+        # running server's delivery workers pick the row up (they poll), this process only commits it.
+        engine, outbound = (container.engines.write, container.outbound) if write else (container.engines.read, NO_OUTBOUND)
+        with transaction(engine, utc_now, outbound) as uow:
             return work(container.studies, uow)
 
     try:
