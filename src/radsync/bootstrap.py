@@ -90,7 +90,10 @@ def build_container(settings: Settings) -> Container:
     reconciler = Reconciler(reconciliation_policy(settings.reconciliation))
     dispatcher = OutboxDispatcher(settings, engines, utc_now)
     zone = site_zone(settings.timezone)
-    wire = Hl7Wire(Sender(settings.ae_title, "", zone))
+    wire = Hl7Wire(
+        Sender(settings.ae_title, "", zone),
+        status_messages={d.name: d.status_message for d in settings.hl7_destinations},
+    )
     return Container(
         settings=settings,
         engines=engines,

@@ -61,6 +61,8 @@ class HL7DestinationSettings(BaseModel):
     host: str = Field(min_length=1)
     port: int = Field(ge=1, le=65535)
     events: tuple[OutboxEvent, ...] = ("report", "status")
+    # How order status reaches this receiver: ORM^O01 ORC-1 SC (IHE SWF, v2.3.1-style RIS) or OMI^O23 (SWF.b, v2.5.1).
+    status_message: Literal["ORM^O01", "OMI^O23"] = "ORM^O01"
     connect_timeout: float = Field(5.0, gt=0)
     ack_timeout: float = Field(10.0, gt=0)
     max_attempts: int = Field(10, ge=1)

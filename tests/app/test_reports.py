@@ -186,3 +186,18 @@ def test_mpps_discontinued_sends_dc(hub: OutboundHub) -> None:
 
     statuses = [str(m.segment("ORC")[5]) for _, m in queued(hub.engines, "ORM^O01")]
     assert statuses == ["IP", "DC"]
+
+
+def test_status_goes_as_omi_to_a_destination_configured_for_it(engines: Engines) -> None:
+    """Per destination: the SWF.b receiver gets OMI^O23, the other keeps ORM^O01; the outbox row says which."""
+    hub = OutboundHub(engines)
+    routes = DestinationRoutes({"ris": ["status"], "ris25": ["status"]})
+    hub.outbound = Outbound(routes, Hl7Wire(Sender("RADSYNC", "RAD"), status_messages={"ris25": "OMI^O23"}))
+    order = hub.place("ACC1")
+    create(hub, mpps("1.2.3.9", *step_refs(order)))
+    hub.run(lambda uow: hub.procedures.mpps_set(uow, MppsSet("1.2.3.9", MppsChange(status=MppsStatus.IN_PROGRESS))))
+    by_destination = {d: m for d, m in queued(hub.engines)}
+    assert str(by_destination["ris"].segment("MSH")[9]) == "ORM^O01^ORM_O01"
+    assert str(by_destination["ris25"].segment("MSH")[9]) == "OMI^O23^OMI_O23"
+    assert [d for d, _ in queued(hub.engines, "OMI^O23")] == ["ris25"]
+    assert str(by_destination["ris25"].segment("IPC")[1]).split("^")[0] == "ACC1"

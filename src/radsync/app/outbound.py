@@ -59,7 +59,11 @@ class MessageWire(Protocol):
     def order_status(
         self, ctx: OrderContext, status: PlacerStatus, address: Addressed, *, result: Report | None = None
     ) -> bytes:
-        """ORM^O01 ORC-1 SC with ORC-5 = ``status`` (HL7 v2.5.1 ch. 4.4.1; MAPPING.md §9.7)."""
+        """ORC-1 SC with ORC-5 = ``status`` as ORM^O01 or OMI^O23, per destination (HL7 v2.5.1 ch. 4.4)."""
+        ...
+
+    def status_message_type(self, destination: str) -> str:
+        """The message type (``ORM^O01`` or ``OMI^O23``) order status takes to ``destination``."""
         ...
 
 
@@ -75,15 +79,19 @@ def send(
     uow: UnitOfWork,
     event: OutboxEvent,
     ctx: OrderContext,
-    message_type: str,
+    message_type: str | Callable[[str], str],
     build: _Build,
 ) -> list[str]:
-    """Queue one message per destination subscribed to ``event``; return the control IDs (for the timeline)."""
+    """Queue one message per destination subscribed to ``event``; return the control IDs (for the timeline).
+
+    ``message_type`` may depend on the destination (order status: ORM^O01 or OMI^O23 as configured).
+    """
     control_ids = []
     for destination in uow.outbox.destinations(event):
         address = Addressed(destination, new_control_id(), uow.now())
         payload = build(address)
-        uow.outbox.enqueue(destination, message_type, payload, address.control_id, OrderKey.of(ctx.order))
+        kind = message_type(destination) if callable(message_type) else message_type
+        uow.outbox.enqueue(destination, kind, payload, address.control_id, OrderKey.of(ctx.order))
         control_ids.append(address.control_id)
     return control_ids
 
@@ -102,6 +110,9 @@ class NoWire:
     def order_status(
         self, ctx: OrderContext, status: PlacerStatus, address: Addressed, *, result: Report | None = None
     ) -> bytes:
+        raise RuntimeError("no message wire configured")
+
+    def status_message_type(self, destination: str) -> str:
         raise RuntimeError("no message wire configured")
 
 

@@ -247,7 +247,10 @@ class Reconciler:
         accessions = [order.accession.value] if order.accession.value else []
         patient_id = order.patient_id.value.strip()
         touched: list[str] = []
-        for study_uid, state in uow.studies.waiting_for(uids, accessions, patient_id):
+        # One statement for both lookups; the MPPS one is repeated only when studies were re-decided, since a
+        # study decision may change which MPPS are still waiting.
+        waiting_studies, waiting_mpps = uow.mpps.waiting_with_studies(uids, accessions, patient_id)
+        for study_uid, state in waiting_studies:
             study = uow.studies.get(study_uid)
             if study is None:
                 continue
@@ -260,7 +263,9 @@ class Reconciler:
                 changed = self.extend_study(uow, study, trigger="order_placed") is not None
             if changed:
                 touched.append(study_uid)
-        for mpps_uid in uow.mpps.waiting_for(uids, accessions, patient_id):
+        if waiting_studies:
+            waiting_mpps = uow.mpps.waiting_for(uids, accessions, patient_id)
+        for mpps_uid in waiting_mpps:
             record = uow.mpps.get(mpps_uid)
             if record is None:
                 continue

@@ -19,8 +19,6 @@ from radsync.domain.status import StepStatus
 if TYPE_CHECKING:
     from radsync.app.ports import UnitOfWork
 
-ORDER_STATUS_MESSAGE = "ORM^O01"
-
 
 def placer_status(order: ImagingOrder) -> PlacerStatus | None:
     """The order status the placer should see, or None while nothing has been performed.
@@ -44,12 +42,12 @@ def placer_status(order: ImagingOrder) -> PlacerStatus | None:
 
 
 def on_progress(uow: UnitOfWork, before: ImagingOrder, after: ImagingOrder) -> list[str]:
-    """Queue ORM^O01 SC to every "status" destination when the order's status changed; return control IDs."""
+    """Queue an SC status message (ORM^O01 or OMI^O23) to every "status" destination when the order's status changed; return control IDs."""
     status = placer_status(after)
     if status is None or status is placer_status(before) or not uow.outbox.destinations("status"):
         return []
     ctx = context_of(uow, after)
-    return send(uow, "status", ctx, ORDER_STATUS_MESSAGE,
+    return send(uow, "status", ctx, uow.wire.status_message_type,
                 lambda address: uow.wire.order_status(ctx, status, address))
 
 
@@ -58,5 +56,5 @@ def on_final_report(uow: UnitOfWork, order: ImagingOrder, report: Report) -> lis
     if not uow.outbox.destinations("status"):
         return []
     ctx = context_of(uow, order)
-    return send(uow, "status", ctx, ORDER_STATUS_MESSAGE,
+    return send(uow, "status", ctx, uow.wire.status_message_type,
                 lambda address: uow.wire.order_status(ctx, PlacerStatus.COMPLETED, address, result=report))

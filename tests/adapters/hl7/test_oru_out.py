@@ -88,3 +88,24 @@ def test_order_status_with_a_final_result_says_f() -> None:
     msg = parse(build_order_status(SENDER, CTX, PlacerStatus.COMPLETED, ADDRESS,
                                    Report(ReportStatus.FINAL, "x")))
     assert str(msg.segment("ORC")[5]) == "CM" and str(msg.segment("OBR")[25]) == "F"
+
+
+def test_order_status_as_omi_for_a_destination_that_wants_it() -> None:
+    """SWF.b receivers get OMI^O23: ORC SC + TQ1 + OBR + one IPC per step (accession, RP ID, Study UID, SPS ID)."""
+    from radsync.adapters.hl7.outbound.wire import Hl7Wire
+
+    wire = Hl7Wire(SENDER, status_messages={"ris": "OMI^O23"})
+    assert wire.status_message_type("ris") == "OMI^O23"
+    assert wire.status_message_type("billing") == "ORM^O01"
+    msg = parse(wire.order_status(CTX, PlacerStatus.IN_PROGRESS, ADDRESS))
+    assert str(msg.segment("MSH")[9]) == "OMI^O23^OMI_O23"
+    assert [str(s[0]) for s in msg] == ["MSH", "PID", "PV1", "ORC", "TQ1", "OBR", "OBX", "IPC"]
+    orc = msg.segment("ORC")
+    assert (str(orc[1]), str(orc[5])) == ("SC", "IP")
+    assert str(msg.segment("TQ1")[7]) == "20240612083500+0200"  # wall-clock start with the site offset
+    ipc = msg.segment("IPC")
+    assert (str(ipc[1]).split("^")[0], str(ipc[2]), str(ipc[3]), str(ipc[4])) == (
+        "A2024061100017", "RP00017", "2.25.1866", "SPS1")
+    assert str(ipc[5]).split("^")[0] == "CT"
+    orm = parse(Hl7Wire(SENDER).order_status(CTX, PlacerStatus.IN_PROGRESS, ADDRESS))
+    assert str(orm.segment("MSH")[9]) == "ORM^O01^ORM_O01" and "IPC" not in [str(s[0]) for s in orm]

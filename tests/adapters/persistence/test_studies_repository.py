@@ -147,6 +147,11 @@ def test_waiting_for_finds_studies_by_uid_accession_request_item_and_patient(eng
         several = uow.studies.waiting_for(["1.1", "9.9"], ["A1", "Z9"], "P1")  # the IN-list form
         without_numbers = uow.studies.waiting_for([], [], "")
         by_uid_only = uow.studies.waiting_for(["1.1"], [], "")
+        both = uow.mpps.waiting_with_studies(["1.1"], ["A1"], "P1")  # studies and MPPS in one statement
+        both_several = uow.mpps.waiting_with_studies(["1.1", "9.9"], ["A1", "Z9"], "P1")
+        both_without_numbers = uow.mpps.waiting_with_studies([], [], "")
+    assert both == both_several == (found, [])
+    assert both_without_numbers == ([], [])
     assert found == several == [
         ("1.1", StudyState.UNASSIGNED),
         ("1.2", StudyState.UNASSIGNED),
@@ -183,6 +188,11 @@ def test_mpps_round_trip_and_step_links(engines: Engines) -> None:
     with uow_of(engines) as uow:
         assert uow.mpps.add(step)
         assert not uow.mpps.add(step)
+        assert uow.mpps.waiting_for([procedure_uid], ["A1"], "P1") == ["1.2.9.1"]
+        assert uow.mpps.waiting_with_studies([procedure_uid], ["A1"], "P1") == ([], ["1.2.9.1"])
+        assert uow.mpps.waiting_with_studies([procedure_uid, "9.9"], ["A1", "Z9"], "") == ([], ["1.2.9.1"])
+        assert uow.mpps.waiting_with_studies(["9.9"], [], "P1") == ([], ["1.2.9.1"])  # by patient
+        assert uow.mpps.waiting_with_studies(["9.9"], ["Z9"], "P9") == ([], [])
         candidates = uow.procedures.by_procedure_uids([procedure_uid])
         uow.mpps.link_steps(
             "1.2.9.1", [ProcedureMatch(candidates[0], ("SPS1",), "request_attributes")], LinkSource.AUTO
@@ -197,6 +207,7 @@ def test_mpps_round_trip_and_step_links(engines: Engines) -> None:
         )
         assert uow.mpps.waiting_for([procedure_uid], ["A1"], "P1") == []  # matched: not waiting
         assert uow.mpps.waiting_for([procedure_uid, "9.9"], ["A1", "Z9"], "P1") == []
+        assert uow.mpps.waiting_with_studies([procedure_uid], ["A1"], "P1") == ([], [])
 
 
 def test_procedure_lookup_views(engines: Engines) -> None:

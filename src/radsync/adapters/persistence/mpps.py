@@ -6,9 +6,10 @@ import datetime as dt
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, insert, or_, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, literal_column, or_, select, union_all, update
 
 from radsync.adapters.persistence import codec as c
+from radsync.adapters.persistence.studies import _waiting as _studies_waiting
 from radsync.adapters.persistence.studies import decision_from_row
 from radsync.adapters.persistence.tables import (
     mpps,
@@ -17,6 +18,7 @@ from radsync.adapters.persistence.tables import (
     reconciliation_decisions,
     requested_procedures,
     scheduled_steps,
+    studies,
 )
 from radsync.adapters.persistence.upsert import insert_or_skip
 from radsync.app.study_ports import MppsRecord
@@ -58,6 +60,22 @@ def _waiting(single: bool) -> Any:
 
 _WAITING = _waiting(single=False)
 _WAITING_ONE = _waiting(single=True)
+
+
+def _waiting_with_studies(single: bool) -> Any:
+    """The studies' and the MPPS' late-ORM lookups as one statement (one round trip per placed order).
+
+    Rows: (kind 0 = study, 1 = MPPS; uid; state; pk), studies first, each kind in primary-key order as the two
+    separate statements return them.
+    """
+    study_part = _studies_waiting(single).order_by(None).add_columns(studies.c.pk, literal_column("0").label("kind"))
+    mpps_part = _waiting(single).order_by(None).add_columns(mpps.c.state, mpps.c.pk, literal_column("1").label("kind"))
+    union = union_all(study_part, mpps_part).subquery()
+    return select(union.c.kind, union.c.study_instance_uid, union.c.state, union.c.pk).order_by(union.c.kind, union.c.pk)
+
+
+_WAITING_BOTH = _waiting_with_studies(single=False)
+_WAITING_BOTH_ONE = _waiting_with_studies(single=True)
 
 
 class SqlMppsRepository:
@@ -162,6 +180,21 @@ class SqlMppsRepository:
             return list(self._conn.execute(_WAITING_ONE, params | {"patient_id": patient_id or None}).scalars())
         params = {"uids": uids, "accessions": numbers, "patient_id": patient_id or None}
         return list(self._conn.execute(_WAITING, params).scalars())
+
+    def waiting_with_studies(
+        self, study_uids: Collection[str], accessions: Collection[str], patient_id: str
+    ) -> tuple[list[tuple[str, StudyState]], list[str]]:
+        """``studies.waiting_for`` and ``waiting_for`` with the same arguments, in one statement."""
+        uids, numbers = list(study_uids), list(accessions)
+        if len(uids) <= 1 and len(numbers) <= 1:
+            statement = _WAITING_BOTH_ONE
+            params = {"uid": uids[0] if uids else None, "accession": numbers[0] if numbers else None}
+        else:
+            statement = _WAITING_BOTH
+            params = {"uids": uids, "accessions": numbers}
+        rows = self._conn.execute(statement, params | {"patient_id": patient_id or None}).all()
+        found_studies = [(r[1], StudyState(r[2])) for r in rows if r[0] == 0]
+        return found_studies, [r[1] for r in rows if r[0] == 1]
 
     def list(self, state: StudyState, *, limit: int, offset: int) -> list[MppsRecord]:
         uids = (

@@ -1,6 +1,8 @@
-"""``Hl7Wire``: the ``app.outbound.MessageWire`` port in HL7 v2.5.1 (ORU^R01 results, ORM^O01 status)."""
+"""``Hl7Wire``: the ``app.outbound.MessageWire`` port in HL7 v2.5.1 (ORU^R01 results, ORM^O01 or OMI^O23 status)."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 from radsync.adapters.hl7.outbound.order_status import build_order_status
 from radsync.adapters.hl7.outbound.oru import build_oru
@@ -10,8 +12,14 @@ from radsync.domain.report import Report
 
 
 class Hl7Wire:
-    def __init__(self, sender: Sender) -> None:
+    """``status_messages`` maps a destination name to ``"OMI^O23"`` where it wants OMI; the default is ORM^O01."""
+
+    def __init__(self, sender: Sender, status_messages: Mapping[str, str] | None = None) -> None:
         self._sender = sender
+        self._status_messages = dict(status_messages or {})
+
+    def status_message_type(self, destination: str) -> str:
+        return self._status_messages.get(destination, "ORM^O01")
 
     def result(self, ctx: OrderContext, report: Report, address: Addressed) -> bytes:
         return build_oru(self._sender, ctx, report, address)
@@ -19,4 +27,5 @@ class Hl7Wire:
     def order_status(
         self, ctx: OrderContext, status: PlacerStatus, address: Addressed, *, result: Report | None = None
     ) -> bytes:
-        return build_order_status(self._sender, ctx, status, address, result)
+        omi = self.status_message_type(address.destination) == "OMI^O23"
+        return build_order_status(self._sender, ctx, status, address, result, omi=omi)
