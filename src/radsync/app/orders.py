@@ -17,7 +17,7 @@ from radsync.domain.order import ImagingOrder, RequestedProcedure, ScheduledStep
 from radsync.domain.patient import Patient, PatientUpdate
 from radsync.domain.status import StepEvent
 
-NewUid = Callable[[], str]
+NewUid = Callable[[], str]  # a new Study Instance UID, unique every call (UUID-derived in production)
 # Called in the same unit of work after an order is placed or updated: late ORM, images that arrived before
 # their order reconcile at once (app.reconcile.Reconciler.on_order_placed).
 OrderPlacedHook = Callable[[UnitOfWork, ImagingOrder], object]
@@ -44,9 +44,14 @@ class OrderService:
             )
         reschedule = isinstance(command, UpdateOrder)
         merged = self._merge(existing, incoming, reschedule=reschedule)
-        for procedure in merged.procedures:
+        # Only a new order can take another order's Study UID; one radsync has just generated (the incoming
+        # procedure had none) is fresh and unique (NewUid), so nobody owns it: no lookup for either.
+        given_uids = {p.study_instance_uid for p in incoming.procedures if p.study_instance_uid}
+        for procedure in merged.procedures if existing is None else ():
+            if procedure.study_instance_uid not in given_uids:
+                continue
             owner = uow.orders.study_uid_owner(procedure.study_instance_uid)
-            if owner is not None and existing is None:
+            if owner is not None:
                 raise IdentityConflict(
                     "Study Instance UID already belongs to another order", field="procedure.study_instance_uid"
                 )

@@ -188,7 +188,7 @@ class SqlMppsRepository:
         uids, numbers = list(study_uids), list(accessions)
         if len(uids) <= 1 and len(numbers) <= 1:
             statement = _WAITING_BOTH_ONE
-            params = {"uid": uids[0] if uids else None, "accession": numbers[0] if numbers else None}
+            params: dict[str, Any] = {"uid": uids[0] if uids else None, "accession": numbers[0] if numbers else None}
         else:
             statement = _WAITING_BOTH
             params = {"uids": uids, "accessions": numbers}
