@@ -8,9 +8,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from radsync.adapters.persistence.engine import create_engines
 from radsync.adapters.persistence.queries import message_content, recent_messages
-from radsync.cli.options import ConfigOpt, DatabaseUrlOpt, DataDirOpt, settings_from
+from radsync.cli.options import ConfigOpt, DatabaseUrlOpt, DataDirOpt, database
 
 app = typer.Typer(help="Inbound and outbound messages, with their outcome.", no_args_is_help=True)
 console = Console()
@@ -27,12 +26,8 @@ def list_command(
     database_url: DatabaseUrlOpt = None,
 ) -> None:
     """Newest messages first."""
-    settings = settings_from(config, data_dir=data_dir, database_url=database_url)
-    engines = create_engines(settings.effective_database_url)
-    try:
+    with database(config, data_dir, database_url) as engines:
         rows = recent_messages(engines.read, limit=limit, outcome=outcome)
-    finally:
-        engines.dispose()
     table = Table("id", "received (UTC)", "dir", "sender", "type", "control ID", "outcome", "error / flags")
     for r in rows:
         style = _STYLE.get(r["outcome"], "")
@@ -50,12 +45,8 @@ def show_command(
     database_url: DatabaseUrlOpt = None,
 ) -> None:
     """One message as received and the answer radsync sent (segments on separate lines)."""
-    settings = settings_from(config, data_dir=data_dir, database_url=database_url)
-    engines = create_engines(settings.effective_database_url)
-    try:
+    with database(config, data_dir, database_url) as engines:
         found = message_content(engines.read, message_id)
-    finally:
-        engines.dispose()
     if found is None:
         console.print(f"[red]no message {message_id}[/]")
         raise typer.Exit(1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -9,6 +11,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
+from radsync.adapters.persistence.engine import Engines, create_engines
 from radsync.config import Settings, load_settings
 
 ConfigOpt = Annotated[
@@ -37,3 +40,14 @@ def settings_from(config: Path | None, **overrides: Any) -> Settings:
     except (OSError, ValueError) as exc:
         Console(stderr=True).print(f"[bold red]Cannot read settings:[/] {exc}")
         raise typer.Exit(2) from None
+
+
+@contextmanager
+def database(config: Path | None, data_dir: Path | None, database_url: str | None) -> Iterator[Engines]:
+    """The configured database for one operator command (works while the server runs), closed afterwards."""
+    settings = settings_from(config, data_dir=data_dir, database_url=database_url)
+    engines = create_engines(settings.effective_database_url)
+    try:
+        yield engines
+    finally:
+        engines.dispose()

@@ -12,8 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from radsync.adapters.outbox.operations import NotResendable, OutboxOperations, UnknownEntry
-from radsync.adapters.persistence.engine import create_engines
-from radsync.cli.options import ConfigOpt, DatabaseUrlOpt, DataDirOpt, settings_from
+from radsync.cli.options import ConfigOpt, DatabaseUrlOpt, DataDirOpt, database
 from radsync.clock import utc_now
 
 app = typer.Typer(help="Outbound messages (ORU^R01, ORM^O01) and their delivery.", no_args_is_help=True)
@@ -36,12 +35,8 @@ def list_command(
     if state is not None and state not in STATES:
         console.print(f"[red]unknown state {state!r}; one of {', '.join(STATES)}[/]")
         raise typer.Exit(2)
-    settings = settings_from(config, data_dir=data_dir, database_url=database_url)
-    engines = create_engines(settings.effective_database_url)
-    try:
+    with database(config, data_dir, database_url) as engines:
         entries = OutboxOperations(engines, utc_now).entries(state, destination=destination, limit=limit)
-    finally:
-        engines.dispose()
     table = Table("id", "queued (UTC)", "destination", "type", "control ID", "accession", "state", "attempts",
                   "last error")
     for e in entries:
@@ -59,14 +54,11 @@ def resend_command(
     database_url: DatabaseUrlOpt = None,
 ) -> None:
     """Queue a dead, failed or sent entry again, with the same control ID."""
-    settings = settings_from(config, data_dir=data_dir, database_url=database_url)
-    engines = create_engines(settings.effective_database_url)
-    try:
-        entry = OutboxOperations(engines, utc_now).resend(entry_id)
-    except (UnknownEntry, NotResendable) as exc:
-        console.print(f"[red]{exc}[/]")
-        raise typer.Exit(1) from None
-    finally:
-        engines.dispose()
+    with database(config, data_dir, database_url) as engines:
+        try:
+            entry = OutboxOperations(engines, utc_now).resend(entry_id)
+        except (UnknownEntry, NotResendable) as exc:
+            console.print(f"[red]{exc}[/]")
+            raise typer.Exit(1) from None
     console.print(f"outbox entry {entry.id} ({entry.message_type} {entry.control_id} to {entry.destination}) "
                   f"is [cyan]{entry.state.value}[/] again")
