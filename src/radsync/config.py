@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import contextvars
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -18,6 +18,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from radsync.app.outbox import OutboxEvent
 
 _config_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar("radsync_config_file", default=None)
+
+_T = TypeVar("_T")
 
 Charset = Literal["ISO_IR 192", "ISO_IR 100", "ASCII"]
 
@@ -186,40 +188,35 @@ class Settings(BaseSettings):
     @field_validator("stations")
     @classmethod
     def _unique_ae_titles(cls, stations: tuple[StationSettings, ...]) -> tuple[StationSettings, ...]:
-        seen: set[str] = set()
-        for station in stations:
-            if station.ae_title in seen:
-                raise ValueError(f"station AE title {station.ae_title!r} is configured twice")
-            seen.add(station.ae_title)
-        return stations
+        return _unique(stations, "station AE title", lambda s: s.ae_title)
 
     @field_validator("hl7_destinations")
     @classmethod
     def _unique_destination_names(
         cls, destinations: tuple[HL7DestinationSettings, ...]
     ) -> tuple[HL7DestinationSettings, ...]:
-        seen: set[str] = set()
-        for destination in destinations:
-            if destination.name in seen:
-                raise ValueError(f"HL7 destination {destination.name!r} is configured twice")
-            seen.add(destination.name)
-        return destinations
+        return _unique(destinations, "HL7 destination", lambda d: d.name)
 
     @field_validator("dicom_destinations")
     @classmethod
     def _unique_dicom_destinations(
         cls, destinations: tuple[DicomDestinationSettings, ...]
     ) -> tuple[DicomDestinationSettings, ...]:
-        seen: set[str] = set()
-        for destination in destinations:
-            if destination.ae_title in seen:
-                raise ValueError(f"DICOM destination {destination.ae_title!r} is configured twice")
-            seen.add(destination.ae_title)
-        return destinations
+        return _unique(destinations, "DICOM destination", lambda d: d.ae_title)
 
     @property
     def effective_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'radsync.db').resolve()}"
+
+
+def _unique(entries: tuple[_T, ...], what: str, key: Callable[[_T], str]) -> tuple[_T, ...]:
+    """Refuse a list where two entries share ``key`` (an AE title or name must name one peer)."""
+    seen: set[str] = set()
+    for entry in entries:
+        if key(entry) in seen:
+            raise ValueError(f"{what} {key(entry)!r} is configured twice")
+        seen.add(key(entry))
+    return entries
 
 
 def load_settings(config_file: Path | None = None, overrides: Mapping[str, Any] | None = None) -> Settings:
