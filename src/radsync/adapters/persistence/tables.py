@@ -51,12 +51,50 @@ patients = Table(
     Column("sex", String(1), nullable=False, server_default=""),
     Column("details", JSON, nullable=False),
     Column("updated_at", DateTime, nullable=False),
+    # Source time (EVN-2, else MSH-7) of the last demographic update applied: an older one is not applied.
+    Column("source_time", DateTime, nullable=True),
     UniqueConstraint("patient_id", "issuer", "issuer_uid", name="uq_patients_identifier"),
     Index("ix_patients_name_fold", "name_fold"),
     # MWL name-prefix queries run LIKE 'doe%' on PostgreSQL; a plain btree serves that only under the C collation,
     # the pattern-ops index under any (adapters/persistence/worklist.py). On SQLite it is a plain index like the one
     # above (GLOB uses either): kept on both backends so autogenerate sees the same schema everywhere.
     Index("ix_patients_name_fold_pattern", "name_fold", postgresql_ops={"name_fold": "varchar_pattern_ops"}),
+)
+
+# Identifiers a patient was known by before a merge (ADT A40/A34) or a change of identifier (A47): images and
+# orders that arrive later under one attach to the surviving patient (adapters/persistence/patients.py).
+patient_aliases = Table(
+    "patient_aliases",
+    metadata,
+    Column("pk", Id, primary_key=True),
+    Column("patient_pk", Id, ForeignKey("patients.pk"), nullable=False, index=True),
+    Column("patient_id", String(64), nullable=False),
+    Column("issuer", String(64), nullable=False, server_default=""),
+    Column("issuer_uid", String(128), nullable=False, server_default=""),
+    Column("issuer_uid_type", String(16), nullable=False, server_default=""),
+    Column("kind", String(16), nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("message_pk", Id, ForeignKey("message_log.pk"), nullable=True),
+    UniqueConstraint("patient_id", "issuer", "issuer_uid", name="uq_patient_aliases_identifier"),
+)
+
+# Every change of a patient (demographics, merge, identifier change, alias, ignored stale update): old and new
+# values, who caused it (a message, or an API user) and when. Follows the surviving patient after a merge.
+patient_history = Table(
+    "patient_history",
+    metadata,
+    Column("pk", Id, primary_key=True),
+    Column("patient_pk", Id, ForeignKey("patients.pk"), nullable=False),
+    Column("at", DateTime, nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("patient_id", String(64), nullable=False, server_default=""),
+    Column("issuer", String(64), nullable=False, server_default=""),
+    Column("actor", String(200), nullable=False, server_default=""),
+    Column("message_pk", Id, ForeignKey("message_log.pk"), nullable=True),
+    Column("source_time", DateTime, nullable=True),
+    Column("old", JSON, nullable=False),
+    Column("new", JSON, nullable=False),
+    Index("ix_patient_history_patient_at", "patient_pk", "at"),
 )
 
 orders = Table(
