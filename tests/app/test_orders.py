@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+from dataclasses import replace
 
 import pytest
 
 from radsync.adapters.persistence.engine import Engines
+from radsync.adapters.persistence.timeline import order_timeline_of
 from radsync.adapters.persistence.unit_of_work import transaction
+from radsync.adapters.persistence.worklist import SqlWorklistReader
 from radsync.app.commands import ChangeStepStatus, PlaceOrder, UpdateOrder, UpdatePatient
 from radsync.app.orders import OrderService
 from radsync.app.ports import OrderKey
 from radsync.app.stations import Station, StationDirectory
+from radsync.app.worklist import Exact, WorklistQuery
 from radsync.domain.errors import IdentityConflict, InvalidTransition, MissingValue, UnknownOrder
 from radsync.domain.ids import EntityId, Issuer, PatientId
 from radsync.domain.names import PersonName
@@ -68,6 +72,23 @@ def test_new_order_gets_a_study_uid_and_every_station_of_its_modality(engines, s
 def test_named_stations_win_over_configuration(engines, service) -> None:
     place(engines, service, make_order(stations=("CT02",)))
     assert load(engines).procedures[0].steps[0].station_ae_titles == ("CT02",)
+
+
+def test_a_step_without_a_station_is_kept_but_on_no_worklist(engines, service) -> None:
+    """An ultrasound order in a site with no US station: accepted and stored, listed nowhere (Type 1 station AE)."""
+    order = make_order("US1")
+    ultrasound = replace(order, procedures=(replace(order.procedures[0], steps=(
+        replace(order.procedures[0].steps[0], modality="US"),)),))
+    place(engines, service, ultrasound)
+    place(engines, service, make_order("CT1"))
+
+    assert load(engines, "US1").procedures[0].steps[0].station_ae_titles == ()
+    listed = SqlWorklistReader(engines.read).find(WorklistQuery())
+    assert [item.order.accession.value for item in listed] == ["CT1"]
+    assert SqlWorklistReader(engines.read).find(WorklistQuery(modality=Exact("US"))) == []
+    events = [e for e in order_timeline_of(engines.read, "US1")["entries"] if e["kind"] == "event"]
+    assert events[0]["detail"]["not_on_worklist"] == ["SPS1"]
+    assert "not on any worklist" in events[0]["summary"]
 
 
 def test_study_uid_from_the_order_is_kept(engines, service) -> None:

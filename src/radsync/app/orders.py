@@ -57,14 +57,15 @@ class OrderService:
                 )
         uow.orders.save(merged)
         kind = "order.created" if existing is None else "order.updated"
+        off_worklist = [s.step_id for _, s in merged.steps() if not s.station_ae_titles]
+        summary = f"{len(merged.steps())} scheduled step(s)"
+        if off_worklist:
+            summary += f"; {len(off_worklist)} not on any worklist (no station configured for the modality)"
+        detail: dict[str, object] = {"steps": [s.step_id for _, s in merged.steps()]}
+        if off_worklist:
+            detail["not_on_worklist"] = off_worklist
         uow.orders.add_timeline(
-            merged,
-            TimelineEntry(
-                kind=kind,
-                summary=f"{len(merged.steps())} scheduled step(s)",
-                detail={"steps": [s.step_id for _, s in merged.steps()]},
-                message_id=uow.message_id,
-            ),
+            merged, TimelineEntry(kind=kind, summary=summary, detail=detail, message_id=uow.message_id)
         )
         if self._on_placed is not None:
             self._on_placed(uow, merged)

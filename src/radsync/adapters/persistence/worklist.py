@@ -130,6 +130,9 @@ class SqlWorklistReader:
 def worklist_statement(query: WorklistQuery, dialect: str) -> tuple[Select[Any], bool]:
     """The SELECT for ``query`` and whether its WHERE clause expresses the whole query (then LIMIT is safe)."""
     builder = _Where(dialect)
+    # A step whose modality has no configured station is on nobody's worklist: Scheduled Station AE Title is a
+    # Type 1 return key (PS3.4 K.6), so it could not be answered correctly anyway (docs/worklist.md, Stations).
+    builder.add(s.c.station_ae_titles != "")
     statuses = query.statuses()
     if statuses is not None:
         builder.add(builder.likely(s.c.status.in_(sorted(statuses))))
@@ -220,7 +223,7 @@ class _Where:
         if match is None:
             return
         if isinstance(match, IsEmpty):
-            self.add(s.c.station_ae_titles == "")
+            self.add(s.c.station_ae_titles == "")  # never true for a listed step: such a query finds nothing
             return
         matching = select(step_stations.c.step_pk).where(self._text_clause(step_stations.c.ae_title, match))
         self.add(s.c.pk.in_(matching))
@@ -356,4 +359,3 @@ def _order_from_details(d: dict[str, Any], patient_id: PatientId) -> ImagingOrde
         medical_alerts=tuple(d["medical_alerts"]),
         patient_state=d["patient_state"],
     )
-
