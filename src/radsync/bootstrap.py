@@ -32,6 +32,7 @@ from radsync.app.stations import Station, StationDirectory
 from radsync.app.studies import StudyService
 from radsync.clock import utc_now
 from radsync.config import ReconciliationSettings, Settings
+from radsync.maintenance import ReconcileSweeper
 from radsync.domain.identity import IdentityMode, IdentityPolicy
 from radsync.domain.reconciliation import ReconciliationPolicy
 
@@ -140,6 +141,9 @@ async def run_service(settings: Settings, stop: asyncio.Event) -> None:
         container.listeners.http = await http_server.start()
         started.append("http")
         log.info("radsync listening: %s", container.listeners.describe())
+        sweeper = ReconcileSweeper(container.engines, container.reconciler, utc_now, container.outbound,
+                                   settings.reconciliation.sweep_seconds)
+        await sweeper.run(stop)
         await stop.wait()
     finally:
         log.info("radsync stopping")

@@ -119,6 +119,8 @@ class ReconciliationSettings(BaseModel):
     images_complete_started_steps: bool = False
     candidate_limit: int = Field(5, ge=1, le=50)
     candidate_window_days: int = Field(7, ge=0, le=365)
+    # Seconds between reconciliation sweeps in `radsync serve` (0 turns the sweep off); see docs/reconciliation.md.
+    sweep_seconds: float = Field(60.0, ge=0, le=86_400)
 
 
 class _TomlFile(PydanticBaseSettingsSource):

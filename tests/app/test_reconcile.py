@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 from sqlalchemy import select
 
@@ -130,5 +132,18 @@ def test_sweep_picks_up_what_a_race_left_unassigned(hub: Hub) -> None:
     hub.orders._on_placed = None
     hub.place("A9")
     assert hub.run(lambda uow: uow.studies.get("1.2.3.400")).state is StudyState.UNASSIGNED
-    assert hub.run(lambda uow: hub.reconciler.sweep(uow)) == ["1.2.3.400"]
+    assert hub.run(lambda uow: hub.reconciler.sweep(uow, since=hub.now)) == ["1.2.3.400"]
     assert hub.statuses("A9") == ["COMPLETED"]
+
+
+def test_sweep_looks_only_at_recent_studies(hub: Hub) -> None:
+    """Old unassigned studies wait for an operator; they never crowd the recent ones out of the sweep."""
+    hub.orders._on_placed = None
+    hub.store(instance("1.2.3.401", accession="OLD"))
+    hub.now += dt.timedelta(hours=1)
+    hub.store(instance("1.2.3.402", accession="NEW"))
+    hub.place("OLD")
+    hub.place("NEW")
+    since = hub.now - dt.timedelta(minutes=15)
+    assert hub.run(lambda uow: hub.reconciler.sweep(uow, since=since, limit=1)) == ["1.2.3.402"]
+    assert hub.run(lambda uow: uow.studies.get("1.2.3.401")).state is StudyState.UNASSIGNED

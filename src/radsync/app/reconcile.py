@@ -276,14 +276,15 @@ class Reconciler:
                 touched.append(mpps_uid)
         return touched
 
-    def sweep(self, uow: UnitOfWork, *, limit: int = 100) -> list[str]:
-        """Re-run the rules over the oldest unassigned studies; returns those whose state changed.
+    def sweep(self, uow: UnitOfWork, *, since: dt.datetime, limit: int = 100) -> list[str]:
+        """Re-run the rules over unassigned studies that received images since ``since``; returns those matched.
 
         A safety net for a race PostgreSQL allows: an order committed while a new study's transaction was
-        open.
+        open. Only recent studies can be in that race; old unassigned ones wait for an operator, and never
+        crowd the recent ones out of the sweep.
         """
         changed = []
-        for summary in uow.studies.list(StudyState.UNASSIGNED, limit=limit, offset=0):
+        for summary in uow.studies.received_since(StudyState.UNASSIGNED, since, limit=limit):
             decision = self.decide_study(uow, summary.study, trigger="sweep")
             if decision.state is not StudyState.UNASSIGNED:
                 changed.append(summary.study.study_instance_uid)

@@ -361,6 +361,15 @@ class SqlStudyRepository:
         ).all()
         return self._summaries([r._mapping for r in rows])
 
+    def received_since(self, state: StudyState, since: dt.datetime, *, limit: int) -> list[StudySummary]:
+        rows = self._conn.execute(
+            select(studies)
+            .where(studies.c.state == state.value, studies.c.last_received_at >= since)
+            .order_by(studies.c.last_received_at.desc(), studies.c.pk.desc())
+            .limit(limit)
+        ).all()
+        return self._summaries([r._mapping for r in rows])
+
     def summary(self, study_instance_uid: str) -> StudySummary | None:
         row = self._conn.execute(
             select(studies).where(studies.c.study_instance_uid == study_instance_uid)
