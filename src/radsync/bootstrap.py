@@ -99,7 +99,7 @@ def build_container(settings: Settings) -> Container:
         settings=settings,
         engines=engines,
         orders=OrderService(stations, new_study_uid, on_placed=reconciler.on_order_placed),
-        studies=StudyService(reconciler),
+        studies=StudyService(reconciler, new_study_uid),
         procedures=ProcedureService(reconciler),
         reconciler=reconciler,
         blobs=FileBlobStore(settings.data_dir / "blobs"),

@@ -14,7 +14,7 @@ from radsync.domain.patient import Patient
 if TYPE_CHECKING:
     from radsync.app.outbound import MessageWire
     from radsync.app.outbox import Outbox
-    from radsync.app.study_ports import MppsRepository, ProcedureLookup, StudyRepository
+    from radsync.app.study_ports import MppsRepository, ProcedureLookup, StudyRegrouping, StudyRepository
     from radsync.domain.report import Report, ReportStatus
 
 
@@ -85,6 +85,7 @@ class UnitOfWork(Protocol):
     patients: PatientRepository
     orders: OrderRepository
     studies: StudyRepository  # app/study_ports.py: stored studies, links, decisions
+    regrouping: StudyRegrouping  # app/study_ports.py: moving series between studies (split)
     mpps: MppsRepository
     procedures: ProcedureLookup  # requested procedures as reconciliation candidates
     reports: ReportRepository

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterable
+import re
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, replace
 
+from radsync.app.corrections import LinkCorrection
 from radsync.app.ports import OrderKey, TimelineEntry, UnitOfWork
 from radsync.app.progress import Target, advance, constant, images_received
 from radsync.domain.candidates import ScoredCandidate, rank
-from radsync.domain.errors import InvalidValue, UnknownOrder
+from radsync.domain.errors import IdentityConflict, InvalidValue, MissingValue, UnknownOrder
 from radsync.domain.identity import Reason
-from radsync.domain.ids import EntityId
+from radsync.domain.ids import EntityId, PatientId
 from radsync.domain.mpps import PerformedProcedureStep
 from radsync.domain.order import ImagingOrder
 from radsync.domain.reconciliation import (
@@ -35,6 +37,8 @@ from radsync.domain.study import DecisionRecord, LinkSource, Study, StudyLink, S
 log = logging.getLogger(__name__)
 
 SYSTEM_ACTOR = "radsync"
+RULE_SPLIT = "split"
+_UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+$")  # PS3.5 9.1
 SUGGESTION_POOL = 200  # open procedures looked at when ranking candidates for one study
 
 
@@ -56,6 +60,32 @@ class Unlink:
     actor: str
     reason: str = ""
     accession: EntityId | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LinkOrder:
+    """Grouped procedures: the study fulfils this further order too (refused if it is another patient's)."""
+
+    study_instance_uid: str
+    accession: EntityId
+    actor: str
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Split:
+    """Move the chosen series to a new study that fulfils the order with ``accession``.
+
+    ``new_study_instance_uid`` empty: one is generated. The files are not touched; the new UID is applied at
+    egress with the Original Attributes Sequence.
+    """
+
+    study_instance_uid: str
+    series_instance_uids: tuple[str, ...]
+    accession: EntityId
+    actor: str
+    reason: str = ""
+    new_study_instance_uid: str = ""
 
 
 class Reconciler:
@@ -108,19 +138,136 @@ class Reconciler:
         """Link the study to the order with ``command.accession`` (and so to that order's patient)."""
         study = self._study(uow, command.study_instance_uid)
         procedures = self._order_procedures(uow, command.accession, study)
+        return self._link_manually(uow, study, procedures, command.actor, command.reason, "reconciled")
+
+    def link_order(self, uow: UnitOfWork, command: LinkOrder) -> Study:
+        """Grouped procedures: link a further order; refused (``IdentityConflict``) when the order is another
+        patient's than the orders the study is linked to already. An unlinked study takes the order's patient,
+        as with ``reconcile_manually``."""
+        study = self._study(uow, command.study_instance_uid)
+        procedures = self._order_procedures(uow, command.accession, study)
+        self._require_same_patient(uow, study, procedures)
+        return self._link_manually(uow, study, procedures, command.actor, command.reason, "linked")
+
+    def split(self, uow: UnitOfWork, command: Split, new_uid: Callable[[], str]) -> Study:
+        """Move the chosen series to a new study linked to the order; returns the new study.
+
+        The order's link, if the original study had it, moves along when the original keeps another link.
+        Both studies' histories record the split (who, why, which series, old and new links).
+        """
+        study = self._study(uow, command.study_instance_uid)
+        chosen = tuple(dict.fromkeys(u.strip() for u in command.series_instance_uids if u.strip()))
+        if not chosen:
+            raise MissingValue("name at least one series to move", field="series.series_instance_uid")
+        present = uow.regrouping.series_of(study.study_instance_uid)
+        unknown = set(chosen) - {s.series_instance_uid for s in present}
+        if unknown:
+            raise InvalidValue("a series named is not part of this study", field="series.series_instance_uid")
+        if len(chosen) == len(present):
+            raise InvalidValue(
+                "a split must leave at least one series in the study; link or unlink orders instead",
+                field="series.series_instance_uid",
+            )
+        target = command.new_study_instance_uid.strip() or new_uid()
+        if len(target) > 64 or not _UID.match(target):
+            raise InvalidValue("not a valid UID", field="study.study_instance_uid")
+        if uow.studies.get(target) is not None:
+            raise IdentityConflict("a study with that Study Instance UID exists", field="study.study_instance_uid")
+        procedures = self._order_procedures(uow, command.accession, study)
+        self._require_same_patient(uow, study, procedures)
+        correction = LinkCorrection(uow).affects(procedures)
+        moved_modalities = tuple(
+            dict.fromkeys(s.modality for s in present if s.series_instance_uid in chosen and s.modality)
+        )
+        kept_modalities = tuple(
+            dict.fromkeys(s.modality for s in present if s.series_instance_uid not in chosen and s.modality)
+        )
+        header = replace(study.header, modalities=moved_modalities, request_items=())
+        if uow.studies.add_study(Study(target, header, StudyState.UNASSIGNED, RULE_SPLIT)) is None:
+            raise IdentityConflict("a study with that Study Instance UID exists", field="study.study_instance_uid")
+        moved = uow.regrouping.move_series(study.study_instance_uid, target, chosen)
+        uow.studies.save_header(study.study_instance_uid, replace(study.header, modalities=kept_modalities))
+        order_uids = {p.procedure_uid for p in procedures} & study.linked_procedures()
+        if order_uids and len(study.linked_procedures() - order_uids) > 0:
+            uow.studies.remove_links(study.study_instance_uid, order_uids)
+        new_study = Study(target, header, StudyState.UNASSIGNED, RULE_SPLIT)
+        subject = Subject.of_study(target, header)
+        decision = manual_decision(subject, tuple(procedures), self.policy, command.actor)
+        uow.studies.set_state(target, StudyState.MATCHED, "")
+        evidence = decision.evidence() | {
+            "why": command.reason,
+            "split_from": study.study_instance_uid,
+            "series": list(chosen),
+            "instances_moved": moved,
+        }
+        evidence["progress"] = self._link_study(
+            uow, target, decision, command.actor, LinkSource.MANUAL, reason=command.reason
+        )
+        self._record_study(uow, new_study.study_instance_uid, decision, command.actor, evidence)
+        after = self._study(uow, study.study_instance_uid)
+        uow.studies.record_decision(
+            study.study_instance_uid,
+            DecisionRecord(
+                uow.now(),
+                command.actor,
+                RULE_SPLIT,
+                after.state.value,
+                RULE_SPLIT,
+                {
+                    "why": command.reason,
+                    "split_to": target,
+                    "series": list(chosen),
+                    "instances_moved": moved,
+                    "accession": command.accession.value,
+                    "links": {"old": _accessions(study), "new": _accessions(after)},
+                },
+            ),
+        )
+        correction.report(study_instance_uid=target, change="split", actor=command.actor, why=command.reason)
+        log.info("study %s split: %d series (%d instances) to %s", study.study_instance_uid, len(chosen), moved,
+                 target)
+        return self._study(uow, target)
+
+    def _link_manually(
+        self,
+        uow: UnitOfWork,
+        study: Study,
+        procedures: tuple[ProcedureCandidate, ...],
+        actor: str,
+        reason: str,
+        change: str,
+    ) -> Study:
         subject = Subject.of_study(study.study_instance_uid, study.header)
-        decision = manual_decision(subject, procedures, self.policy, command.actor)
+        decision = manual_decision(subject, procedures, self.policy, actor)
         new = tuple(m for m in decision.matches if m.candidate.procedure_uid not in study.linked_procedures())
         if not new and study.state is StudyState.MATCHED:
             return study  # already linked: a repeated request changes nothing
+        correction = LinkCorrection(uow).affects(m.candidate for m in new)
         decision = replace(decision, matches=new)
         uow.studies.set_state(study.study_instance_uid, StudyState.MATCHED, "")
-        evidence = decision.evidence() | {"why": command.reason, "previous_state": study.state.value}
+        evidence = decision.evidence() | {"why": reason, "previous_state": study.state.value}
         evidence["progress"] = self._link_study(
-            uow, study.study_instance_uid, decision, command.actor, LinkSource.MANUAL, reason=command.reason
+            uow, study.study_instance_uid, decision, actor, LinkSource.MANUAL, reason=reason
         )
-        self._record_study(uow, study.study_instance_uid, decision, command.actor, evidence)
-        return self._study(uow, study.study_instance_uid)
+        after = self._study(uow, study.study_instance_uid)
+        evidence["links"] = {"old": _accessions(study), "new": _accessions(after)}
+        self._record_study(uow, study.study_instance_uid, decision, actor, evidence)
+        correction.report(study_instance_uid=study.study_instance_uid, change=change, actor=actor, why=reason)
+        return after
+
+    def _require_same_patient(
+        self, uow: UnitOfWork, study: Study, procedures: Collection[ProcedureCandidate]
+    ) -> None:
+        if not study.links:
+            return
+        linked = uow.procedures.by_procedure_uids([link.procedure_uid for link in study.links])
+        patients = [p.patient.id for p in linked]
+        for p in procedures:
+            if not any(_same_patient(p.patient.id, q) for q in patients):
+                raise IdentityConflict(
+                    "that order belongs to another patient than the orders this study is linked to",
+                    field="patient.id",
+                )
 
     def unlink(self, uow: UnitOfWork, command: Unlink) -> Study:
         """Remove links; a study left without any goes back to UNASSIGNED (reason ``unlinked``).
@@ -136,6 +283,11 @@ class Reconciler:
             }
             if not uids:
                 raise UnknownOrder("the study is not linked to that order", field="order.accession")
+        correction = LinkCorrection(uow).affects(
+            uow.procedures.by_procedure_uids(
+                [link.procedure_uid for link in study.links if uids is None or link.procedure_uid in uids]
+            )
+        )
         removed = uow.studies.remove_links(study.study_instance_uid, uids)
         if not removed:
             return study
@@ -146,14 +298,6 @@ class Reconciler:
         unlinked = [
             {"procedure_uid": link.procedure_uid, "accession": link.accession.value} for link in removed
         ]
-        procedures = uow.procedures.by_procedure_uids([link.procedure_uid for link in removed])
-        self._note(
-            uow,
-            procedures,
-            "study.unlinked",
-            f"unlinked by {command.actor}",
-            {"study_instance_uid": study.study_instance_uid, "actor": command.actor, "why": command.reason},
-        )
         uow.studies.record_decision(
             study.study_instance_uid,
             DecisionRecord(
@@ -162,8 +306,23 @@ class Reconciler:
                 RULE_MANUAL,
                 state.value,
                 reason,
-                {"unlinked": unlinked, "why": command.reason, "remaining_links": remaining},
+                {
+                    "unlinked": unlinked,
+                    "why": command.reason,
+                    "remaining_links": remaining,
+                    "links": {
+                        "old": _accessions(study),
+                        "new": _accessions(self._study(uow, study.study_instance_uid)),
+                    },
+                },
             ),
+        )
+        correction.report(
+            study_instance_uid=study.study_instance_uid,
+            change="unlinked",
+            actor=command.actor,
+            why=command.reason,
+            kind="study.unlinked",
         )
         log.info(
             "study %s unlinked from %d procedure(s); now %s",
@@ -373,3 +532,13 @@ class Reconciler:
             order = uow.orders.find(OrderKey(p.filler_number, p.placer_number, p.accession))
             if order is not None:
                 uow.orders.add_timeline(order, TimelineEntry(kind, summary, dict(detail), uow.message_id))
+
+
+def _accessions(study: Study) -> list[str]:
+    return list(dict.fromkeys(link.accession.value for link in study.links))
+
+
+def _same_patient(a: PatientId, b: PatientId) -> bool:
+    if a.value.strip() != b.value.strip():
+        return False
+    return not (a.issuer.namespace and b.issuer.namespace and a.issuer.namespace != b.issuer.namespace)

@@ -3,8 +3,12 @@ goes out as ORU^R01 to every destination that wants results -- one message per l
 
 Linking (MAPPING.md §6.3): the report names its order by accession, filler or placer number; an unknown order is
 refused (``UnknownOrder``: AE 204 / HTTP 404). A study that fulfils several orders (grouped procedures,
-MAPPING.md §7.1) gets one ORU per order, each with that order's own identifiers (FIELD-NOTES item 13). The
-stored report, the outbox rows and the timeline entries commit together (ARCHITECTURE invariants 4 and 6).
+MAPPING.md §7.1) gets one ORU per order, each with that order's own identifiers (FIELD-NOTES item 13), and the
+report is stored on every one of those orders, each with its own version history: a final after a final is stored
+(and sent) as corrected for that order. The named order decides whether the report is admitted at all (a
+preliminary after its final is refused: ``ReportStatusRefused``, AE 103 / HTTP 409); a sharing order whose own
+current report refuses it (already final there) keeps its report and gets a timeline note instead. The stored
+reports, the outbox rows and the timeline entries commit together (ARCHITECTURE invariants 4 and 6).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from radsync.app.outbound import context_of, send
 from radsync.app.ports import OrderKey, TimelineEntry, UnitOfWork
 from radsync.domain.errors import UnknownOrder
 from radsync.domain.order import ImagingOrder
+from radsync.domain.errors import InvalidTransition
 from radsync.domain.report import Report, ReportStatus, admit
 
 RESULT_MESSAGE = "ORU^R01"
@@ -44,13 +49,28 @@ def record_report(uow: UnitOfWork, command: RecordReport) -> ReportRecorded:
     if order is None:
         raise UnknownOrder("no order with this accession, filler or placer number", field="order.accession")
     key = OrderKey.of(order)
-    previous = uow.reports.current_status(key)
-    report = admit(previous, command.report)
-    report_id = uow.reports.add(key, report, source=command.source, message_id=uow.message_id)
+    first = admit(uow.reports.current_status(key), command.report)  # the named order refuses for all
     control_ids: list[str] = []
+    report_id = 0
     for target in [order, *_sharing(uow, key)]:
+        target_key = OrderKey.of(target)
+        previous = uow.reports.current_status(target_key)
+        try:
+            report = first if target is order else admit(previous, command.report)
+        except InvalidTransition as refused:
+            uow.orders.add_timeline(target, TimelineEntry(
+                kind="report.not_applied",
+                summary=f"report of shared study with {order.accession.value} not applied: {refused.message}",
+                detail={"source": command.source, "status": command.report.status.value},
+                message_id=uow.message_id,
+            ))
+            continue
+        stored_id = uow.reports.add(target_key, report, source=command.source, message_id=uow.message_id)
+        if target is order:
+            report_id = stored_id
         ctx = context_of(uow, target)
-        sent = send(uow, "report", ctx, RESULT_MESSAGE, lambda address, c=ctx: uow.wire.result(c, report, address))
+        sent = send(uow, "report", ctx, RESULT_MESSAGE,
+                    lambda address, c=ctx, r=report: uow.wire.result(c, r, address))
         control_ids.extend(sent)
         if report.status is ReportStatus.FINAL and previous in (None, ReportStatus.PRELIMINARY):
             control_ids.extend(status_out.on_final_report(uow, target, report))
@@ -60,11 +80,11 @@ def record_report(uow: UnitOfWork, command: RecordReport) -> ReportRecorded:
                 kind=f"report.{report.status.name.lower()}",
                 summary=f"report {report.status.name.lower()} ({report.status.value})"
                 + ("" if target is order else f", shared study with {order.accession.value}"),
-                detail={"report_id": report_id, "source": command.source, "control_ids": sent},
+                detail={"report_id": stored_id, "source": command.source, "control_ids": sent},
                 message_id=uow.message_id,
             ),
         )
-    return ReportRecorded(order, report, report_id, tuple(control_ids))
+    return ReportRecorded(order, first, report_id, tuple(control_ids))
 
 
 def _sharing(uow: UnitOfWork, key: OrderKey) -> list[ImagingOrder]:

@@ -16,15 +16,17 @@ study.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 from radsync.app.ports import UnitOfWork
-from radsync.app.reconcile import ManualReconcile, Reconciler, Unlink
+from radsync.app.reconcile import LinkOrder, ManualReconcile, Reconciler, Split, Unlink
 from radsync.app.study_ports import StudyLocation, StudySummary
 from radsync.domain.candidates import ScoredCandidate
 from radsync.domain.errors import MissingValue
 from radsync.domain.ids import PatientId
-from radsync.domain.reconciliation import Decision
+from radsync.domain.reconciliation import RULE_MANUAL, Decision
 from radsync.domain.study import (
     DecisionRecord,
     InstanceOutcome,
@@ -79,9 +81,15 @@ class StudyView:
         return self.summary.study
 
 
+def _uuid_uid() -> str:
+    """A UUID-derived UID under the 2.25 root (PS3.5 B.2); the composition root passes its own helper."""
+    return f"2.25.{uuid.uuid4().int}"
+
+
 class StudyService:
-    def __init__(self, reconciler: Reconciler) -> None:
+    def __init__(self, reconciler: Reconciler, new_uid: Callable[[], str] = _uuid_uid) -> None:
         self.reconciler = reconciler
+        self.new_uid = new_uid
 
     def record_instance(self, uow: UnitOfWork, command: InstanceReceived) -> InstanceRecorded:
         """Index a received instance; reconcile its study when new (or newly keyed while unassigned)."""
@@ -127,6 +135,16 @@ class StudyService:
         self.reconciler.unlink(uow, command)
         return self.get_study(uow, command.study_instance_uid)
 
+    def link_order(self, uow: UnitOfWork, command: LinkOrder) -> StudyView:
+        """Grouped procedures: the study fulfils a further order."""
+        self.reconciler.link_order(uow, command)
+        return self.get_study(uow, command.study_instance_uid)
+
+    def split(self, uow: UnitOfWork, command: Split) -> StudyView:
+        """Move series to a new study for another order; answers with the new study."""
+        study = self.reconciler.split(uow, command, self.new_uid)
+        return self.get_study(uow, study.study_instance_uid)
+
     # -- internals -------------------------------------------------------------------------------------------
 
     def _first_of_study(self, uow: UnitOfWork, command: InstanceReceived) -> InstanceRecorded:
@@ -148,6 +166,10 @@ class StudyService:
     def _new_series(
         self, uow: UnitOfWork, location: StudyLocation, command: InstanceReceived
     ) -> InstanceRecorded:
+        if location.series_key is None:
+            home = self._split_home(uow, location.study_instance_uid, command.series.series_instance_uid)
+            if home is not None:  # a later instance of a series split off this study follows the split
+                return self.record_instance(uow, replace(command, study_instance_uid=home))
         series_key = location.series_key or uow.studies.add_series(location, command.series)
         quarantine = self._quarantine(uow, location, command.header.patient_id)
         if not uow.studies.add_instance(location, series_key, command.instance, quarantine):
@@ -212,7 +234,34 @@ class StudyService:
             return ""
         if any(_same_patient(received, linked) for linked in uow.studies.linked_patient_ids(location)):
             return ""  # the header carries the corrected patient the study was linked to
+        survivor = uow.identities.alias_target(received)  # an identifier merged into the study's patient
+        if survivor is not None and (_same_patient(survivor, location.patient_id) or any(
+            _same_patient(survivor, linked) for linked in uow.studies.linked_patient_ids(location)
+        )):
+            return ""
         return QUARANTINE_PATIENT_MISMATCH
+
+    def _split_home(self, uow: UnitOfWork, study_instance_uid: str, series_instance_uid: str) -> str | None:
+        """The study a series was split to from ``study_instance_uid`` (directly or by later splits), if any.
+
+        One indexed lookup per new series; the provenance is read from the studies' split decisions.
+        """
+        home = uow.regrouping.study_of_series(series_instance_uid)
+        if home is None or home == study_instance_uid:
+            return None
+        current = home
+        for _ in range(8):  # a chain of splits is short; bounded so a bad history cannot loop
+            origin = next(
+                (str(r.evidence["split_from"]) for r in uow.studies.history(current)
+                 if r.rule == RULE_MANUAL and "split_from" in r.evidence),
+                None,
+            )
+            if origin is None:
+                return None
+            if origin == study_instance_uid:
+                return home
+            current = origin
+        return None
 
     def _resend(self, uow: UnitOfWork, command: InstanceReceived) -> InstanceRecorded:
         stored = uow.studies.instance(command.instance.sop_instance_uid)

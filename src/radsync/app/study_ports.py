@@ -62,6 +62,12 @@ class StudySummary:
 
 
 @dataclass(frozen=True, slots=True)
+class SeriesBrief:
+    series_instance_uid: str
+    modality: str
+
+
+@dataclass(frozen=True, slots=True)
 class MppsRecord:
     mpps: PerformedProcedureStep
     state: StudyState
@@ -135,6 +141,18 @@ class StudyRepository(Protocol):
     def record_decision(self, study_instance_uid: str, record: DecisionRecord) -> None: ...
 
     def history(self, study_instance_uid: str) -> list[DecisionRecord]: ...
+
+
+class StudyRegrouping(Protocol):
+    """Moving stored series between studies (split, grouped procedures); index rows only, never files."""
+
+    def series_of(self, study_instance_uid: str) -> list[SeriesBrief]: ...
+
+    def study_of_series(self, series_instance_uid: str) -> str | None: ...
+
+    def move_series(self, from_study_uid: str, to_study_uid: str, series_uids: Collection[str]) -> int:
+        """Move the named series of one study, with their instances, to another; return the instances moved."""
+        ...
 
 
 class MppsRepository(Protocol):

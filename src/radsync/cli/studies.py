@@ -21,7 +21,7 @@ from rich.markup import escape
 from radsync.adapters.http.study_json import study_json
 from radsync.adapters.persistence.unit_of_work import SqlUnitOfWork, transaction
 from radsync.app.outbound import NO_OUTBOUND
-from radsync.app.reconcile import ManualReconcile, Unlink
+from radsync.app.reconcile import LinkOrder, ManualReconcile, Split, Unlink
 from radsync.app.studies import StudyService, StudyView
 from radsync.bootstrap import build_container
 from radsync.cli.options import ConfigOpt, DatabaseUrlOpt, DataDirOpt, settings_from
@@ -117,6 +117,74 @@ def unlink_command(
     with _service(config, data_dir, database_url) as run:
         view = run(lambda s, uow: s.unlink(uow, command), write=True)
     _show(view, as_json, done="unlinked")
+
+
+@app.command("link")
+def link_command(
+    study_instance_uid: Annotated[str, typer.Argument(metavar="STUDY_UID")],
+    accession: Annotated[str, typer.Argument(metavar="ACCESSION")],
+    reason: ReasonOpt = None,
+    user: UserOpt = None,
+    issuer: IssuerOpt = None,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    database_url: DatabaseUrlOpt = None,
+) -> None:
+    """Grouped procedures: the study fulfils the order with ACCESSION too (refused if another patient's)."""
+    command = LinkOrder(study_instance_uid, _accession(accession, issuer), _user(user), _required(reason))
+    with _service(config, data_dir, database_url) as run:
+        view = run(lambda s, uow: s.link_order(uow, command), write=True)
+    _show(view, as_json, done=f"linked to {accession}")
+
+
+@app.command("unlink-order")
+def unlink_order_command(
+    study_instance_uid: Annotated[str, typer.Argument(metavar="STUDY_UID")],
+    accession: Annotated[str, typer.Argument(metavar="ACCESSION")],
+    reason: ReasonOpt = None,
+    user: UserOpt = None,
+    issuer: IssuerOpt = None,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    database_url: DatabaseUrlOpt = None,
+) -> None:
+    """Remove one order's link from a study (the other links stay)."""
+    command = Unlink(study_instance_uid, _user(user), _required(reason), _accession(accession, issuer))
+    with _service(config, data_dir, database_url) as run:
+        view = run(lambda s, uow: s.unlink(uow, command), write=True)
+    _show(view, as_json, done=f"unlinked from {accession}")
+
+
+@app.command("split")
+def split_command(
+    study_instance_uid: Annotated[str, typer.Argument(metavar="STUDY_UID")],
+    accession: Annotated[str, typer.Argument(metavar="ACCESSION")],
+    series: Annotated[list[str], typer.Option("--series", help="A Series Instance UID to move (repeat).")],
+    new_uid: Annotated[
+        str | None, typer.Option("--new-study-uid", help="The new study's UID [default: generated].")
+    ] = None,
+    reason: ReasonOpt = None,
+    user: UserOpt = None,
+    issuer: IssuerOpt = None,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    database_url: DatabaseUrlOpt = None,
+) -> None:
+    """Move the --series to a new study that fulfils the order with ACCESSION (files are not modified)."""
+    command = Split(
+        study_instance_uid,
+        tuple(series),
+        _accession(accession, issuer),
+        _user(user),
+        _required(reason),
+        (new_uid or "").strip(),
+    )
+    with _service(config, data_dir, database_url) as run:
+        view = run(lambda s, uow: s.split(uow, command), write=True)
+    _show(view, as_json, done=f"split off as {view.study.study_instance_uid}")
 
 
 # -- plumbing ------------------------------------------------------------------------------------------------

@@ -15,6 +15,11 @@ from radsync.domain.errors import InvalidTransition, InvalidValue, MissingValue
 from radsync.domain.names import PersonName
 
 
+class ReportStatusRefused(InvalidTransition):
+    """The report's result status is not acceptable for the order's current report (a preliminary after a final):
+    a business refusal, answered AE 103 on OBR-25 / HTTP 409, never an internal error."""
+
+
 class ReportStatus(Enum):
     """Result status; ``value`` is the HL7 code of OBR-25 (table 0123) and OBX-11 (table 0085)."""
 
@@ -69,7 +74,9 @@ def admit(current: ReportStatus | None, incoming: Report) -> Report:
     if current is None or current is ReportStatus.PRELIMINARY:
         return incoming
     if incoming.status is ReportStatus.PRELIMINARY:
-        raise InvalidTransition("a preliminary report cannot replace a final one", field="report.status")
+        raise ReportStatusRefused(
+            "a preliminary report cannot replace a final one; send a corrected (C) report", field="report.status"
+        )
     if incoming.status is ReportStatus.FINAL:
         return Report(ReportStatus.CORRECTED, incoming.text, incoming.author, incoming.author_id,
                       incoming.observed_at)

@@ -18,12 +18,16 @@ from radsync.domain.study import StudyState
 NOW = dt.datetime(2026, 1, 2, 3, 4, 5)
 
 
-def study(state: StudyState = StudyState.MATCHED, name: str = "Müller^Zoë") -> StudyRecord:
+CT_STUDY_UID = str(dcmread(get_testdata_file("CT_small.dcm"), stop_before_pixels=True).StudyInstanceUID)
+
+
+def study(state: StudyState = StudyState.MATCHED, name: str = "Müller^Zoë", uid: str = CT_STUDY_UID) -> StudyRecord:
+    """The study the CT file is filed under (its own Study Instance UID unless it was split off)."""
     patient = Demographics(PatientId("P1", Issuer("HOSP")), PersonName.from_canonical(name), dt.date(1980, 3, 4),
                            Sex.FEMALE)
     orders = (LinkedOrder(EntityId("ACC1"), "RP1", "1.2.3", "CT chest", ("SPS1",)),
               LinkedOrder(EntityId("ACC2"), "RP1", "1.2.4", "CT ribs", ()))
-    return StudyRecord("1.2.3", state, patient, EntityId("ACC1"), orders if state is StudyState.MATCHED else (),
+    return StudyRecord(uid, state, patient, EntityId("ACC1"), orders if state is StudyState.MATCHED else (),
                        patient, EntityId(""))
 
 
@@ -70,3 +74,13 @@ def test_nothing_to_change_adds_no_record_and_unassigned_studies_leave_as_receiv
     _, fresh = ct()
     assert apply_current_truth(fresh, study(StudyState.UNASSIGNED), modifying_system="RADSYNC", now=NOW) == ()  # type: ignore[arg-type]
     assert "OriginalAttributesSequence" not in fresh  # type: ignore[operator]
+
+
+def test_a_series_split_off_leaves_under_its_new_study_uid_with_the_old_one_recorded() -> None:
+    for state in (StudyState.MATCHED, StudyState.UNASSIGNED):
+        _, ds = ct()
+        changed = apply_current_truth(ds, study(state, uid="2.25.42"), modifying_system="RADSYNC", now=NOW)  # type: ignore[arg-type]
+        assert "StudyInstanceUID" in changed
+        assert ds.StudyInstanceUID == "2.25.42"  # type: ignore[attr-defined]
+        old = ds.OriginalAttributesSequence[-1].ModifiedAttributesSequence[0]  # type: ignore[attr-defined]
+        assert old.StudyInstanceUID == CT_STUDY_UID

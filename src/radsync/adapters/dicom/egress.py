@@ -10,6 +10,9 @@ order/ADT side owns (MAPPING.md §8, IHE RAD TF-2x Appendix A):
   fulfilling several orders names every one of them (grouped procedures, MAPPING.md §7).
 
 Only a MATCHED study is coerced; an UNASSIGNED or CONFLICT one leaves as received (radsync has no better truth).
+One exception, for every state: Study Instance UID is the study the instance is filed under now, so series split
+off to a new study (grouped procedures, app/reconcile.py ``split``) leave under the new UID while the stored file
+keeps the one it was received with.
 What changed is recorded in a new item of the Original Attributes Sequence (0400,0561), PS3.3 C.12.1.1.9: the old
 values in its Modified Attributes Sequence (0400,0550) -- an attribute that was absent is listed zero-length --,
 Attribute Modification DateTime, Modifying System (radsync's AE title), Source of Previous Values (empty: the
@@ -38,16 +41,19 @@ REASON_COERCE = "COERCE"
 ORIGINAL_ATTRIBUTES_SEQUENCE = 0x04000561
 REQUEST_ATTRIBUTES_SEQUENCE = 0x00400275
 SPECIFIC_CHARACTER_SET = 0x00080005
+STUDY_INSTANCE_UID = 0x0020000D
 UTF8 = "ISO_IR 192"
 _CODECS = {"": "ascii", "ISO_IR 6": "ascii", "ISO_IR 100": "latin-1", "ISO_IR 192": "utf-8"}
 
 
 def truth_values(study: StudyRecord) -> list[tuple[int, str, Any]]:
-    """(tag, VR, value) of every attribute radsync owns for this study; empty when it is shown as received."""
+    """(tag, VR, value) of every attribute radsync owns for this study; only the Study Instance UID when it is
+    shown as received."""
+    values: list[tuple[int, str, Any]] = [(STUDY_INSTANCE_UID, "UI", study.study_instance_uid)]
     if not study.current_truth_applies:
-        return []
+        return values
     patient = study.patient
-    values: list[tuple[int, str, Any]] = [
+    values += [
         (0x00100010, "PN", patient.name.canonical()),
         (0x00100020, "LO", patient.patient_id.value),
         (0x00100021, "LO", patient.patient_id.issuer.namespace),

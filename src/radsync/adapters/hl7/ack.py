@@ -23,12 +23,16 @@ from radsync.domain.errors import (
     MissingValue,
     UnknownOrder,
 )
+from radsync.domain.report import ReportStatusRefused
 
 DOMAIN_ERRORS: dict[type[DomainError], ErrorCode] = {
     MissingValue: ErrorCode.REQUIRED_FIELD_MISSING,
     InvalidValue: ErrorCode.DATA_TYPE,
     UnknownOrder: ErrorCode.UNKNOWN_KEY,
     IdentityConflict: ErrorCode.DUPLICATE_KEY,
+    # A result status (OBR-25) the order's current report does not allow (P after F): the value is refused, not
+    # radsync's fault. Listed before its base class: the first matching row wins.
+    ReportStatusRefused: ErrorCode.TABLE_VALUE_NOT_FOUND,
     # No table 0357 code says "not allowed in the current state"; dcm4chee answers such cases with 207 too.
     InvalidTransition: ErrorCode.INTERNAL,
 }
@@ -44,6 +48,7 @@ FIELD_LOCATIONS: dict[str, tuple[Location, Location]] = {
     "step.id": (Location("OBR", 1, 20), Location("IPC", 1, 4)),
     "step.modality": (Location("OBR", 1, 24), Location("IPC", 1, 5)),
     "step.status": (Location("ORC", 1, 1), Location("ORC", 1, 1)),
+    "report.status": (Location("OBR", 1, 25), Location("OBR", 1, 25)),
 }
 
 MSA_TEXT_LIMIT = 80  # dcm4che cuts MSA-3 here; v2.3.1 MSA-3 is ST 80

@@ -20,6 +20,7 @@ from radsync.adapters.persistence.procedure_lookup import SqlProcedureLookup
 from radsync.adapters.persistence.reports import SqlReportRepository
 from radsync.adapters.persistence.repositories import SqlOrderRepository, SqlPatientRepository
 from radsync.adapters.persistence.studies import SqlStudyRepository
+from radsync.adapters.persistence.study_split import SqlStudyRegrouping
 from radsync.app.outbound import NO_OUTBOUND, Outbound
 
 
@@ -38,6 +39,7 @@ class SqlUnitOfWork:
         self.orders = SqlOrderRepository(connection, now, self.patients)
         self.messages = SqlMessageLog(connection)
         self.studies = SqlStudyRepository(connection, now)
+        self.regrouping = SqlStudyRegrouping(connection, now)
         self.mpps = SqlMppsRepository(connection, now)
         self.procedures = SqlProcedureLookup(connection)
         self.reports = SqlReportRepository(connection, now)
