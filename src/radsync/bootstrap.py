@@ -26,6 +26,7 @@ from radsync.adapters.persistence.engine import Engines, create_engines
 from radsync.adapters.persistence.migrate import upgrade
 from radsync.app.orders import OrderService
 from radsync.app.outbound import Outbound
+from radsync.app.patients import PatientService
 from radsync.app.procedures import ProcedureService
 from radsync.app.reconcile import Reconciler
 from radsync.app.stations import Station, StationDirectory
@@ -98,7 +99,8 @@ def build_container(settings: Settings) -> Container:
     return Container(
         settings=settings,
         engines=engines,
-        orders=OrderService(stations, new_study_uid, on_placed=reconciler.on_order_placed),
+        orders=OrderService(stations, new_study_uid, on_placed=reconciler.on_order_placed,
+                            patients=PatientService(reconciler)),
         studies=StudyService(reconciler, new_study_uid),
         procedures=ProcedureService(reconciler),
         reconciler=reconciler,

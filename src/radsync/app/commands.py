@@ -6,8 +6,10 @@ from dataclasses import dataclass
 
 from radsync.app.ports import OrderKey
 from radsync.app.reports import RecordReport
+from radsync.domain.ids import PatientId
 from radsync.domain.order import ImagingOrder
 from radsync.domain.patient import PatientUpdate
+from radsync.domain.patient_identity import IdentityChange
 from radsync.domain.status import StepEvent
 
 
@@ -44,4 +46,13 @@ class UpdatePatient:
     patient: PatientUpdate
 
 
-Command = PlaceOrder | UpdateOrder | ChangeStepStatus | UpdatePatient | RecordReport
+@dataclass(frozen=True, slots=True)
+class MergePatient:
+    """ADT A40/A34 (merge) or A47 (change of identifier): ``prior`` (MRG-1) becomes an alias of the survivor."""
+
+    prior: PatientId
+    survivor: PatientUpdate  # PID: the surviving identifier and its demographics
+    change: IdentityChange = IdentityChange.MERGE
+
+
+Command = PlaceOrder | UpdateOrder | ChangeStepStatus | UpdatePatient | MergePatient | RecordReport

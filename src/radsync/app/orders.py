@@ -10,9 +10,10 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from radsync.app.commands import ChangeStepStatus, PlaceOrder, UpdateOrder, UpdatePatient
+from radsync.app.patients import PatientService, apply_update
 from radsync.app.ports import OrderKey, TimelineEntry, UnitOfWork
 from radsync.app.stations import StationDirectory
-from radsync.domain.errors import IdentityConflict, InvalidValue, UnknownOrder
+from radsync.domain.errors import IdentityConflict, UnknownOrder
 from radsync.domain.order import ImagingOrder, RequestedProcedure, ScheduledStep
 from radsync.domain.patient import Patient, PatientUpdate
 from radsync.domain.status import StepEvent
@@ -26,16 +27,22 @@ OrderPlacedHook = Callable[[UnitOfWork, ImagingOrder], object]
 class OrderService:
     """The order use cases, with the site policy they need (stations, UID generation)."""
 
-    def __init__(self, stations: StationDirectory, new_uid: NewUid, on_placed: OrderPlacedHook | None = None) -> None:
+    def __init__(
+        self, stations: StationDirectory, new_uid: NewUid, on_placed: OrderPlacedHook | None = None,
+        patients: PatientService | None = None,
+    ) -> None:
         self._stations = stations
         self._new_uid = new_uid
         self._on_placed = on_placed
+        self.patients = patients or PatientService()  # merges and identifier changes (ADT A40/A34/A47)
 
     def place(self, uow: UnitOfWork, command: PlaceOrder | UpdateOrder) -> ImagingOrder:
         """Create the order or merge it into the known one; return what is now stored."""
         incoming = command.order
         incoming.validate()
         patient = self._apply_patient(uow, command.patient)
+        if patient.id != incoming.patient_id:  # the order named an alias: it belongs to the surviving patient
+            incoming = replace(incoming, patient_id=patient.id)
         existing = uow.orders.find(OrderKey.of(incoming))
         if existing is not None and existing.patient_id != patient.id:
             raise IdentityConflict(
@@ -107,13 +114,7 @@ class OrderService:
     # -- internals -------------------------------------------------------------------------------------
 
     def _apply_patient(self, uow: UnitOfWork, update: PatientUpdate) -> Patient:
-        if not update.id.value:
-            raise InvalidValue("patient identifier missing", field="patient.id")
-        current = uow.patients.get(update.id)
-        patient = update.apply_to(current)
-        if patient != current:
-            uow.patients.save(patient)
-        return patient
+        return apply_update(uow, update)  # out-of-order guard, aliases, history: app/patients.py
 
     def _merge(self, existing: ImagingOrder | None, incoming: ImagingOrder, *, reschedule: bool) -> ImagingOrder:
         old_procedures = {p.procedure_id: p for p in existing.procedures} if existing else {}

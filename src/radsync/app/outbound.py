@@ -66,6 +66,10 @@ class MessageWire(Protocol):
         """The message type (``ORM^O01`` or ``OMI^O23``) order status takes to ``destination``."""
         ...
 
+    def patient_update(self, patient: Patient, address: Addressed) -> bytes:
+        """ADT^A08 with the patient's current demographics (destinations subscribed to ``patient``)."""
+        ...
+
 
 def context_of(uow: UnitOfWork, order: ImagingOrder) -> OrderContext:
     """The order with its patient as stored now (invariant 5: current truth on the way out)."""
@@ -113,6 +117,9 @@ class NoWire:
         raise RuntimeError("no message wire configured")
 
     def status_message_type(self, destination: str) -> str:
+        raise RuntimeError("no message wire configured")
+
+    def patient_update(self, patient: Patient, address: Addressed) -> bytes:
         raise RuntimeError("no message wire configured")
 
 

@@ -18,8 +18,9 @@ from typing import Literal, Protocol
 
 from radsync.app.ports import OrderKey
 
-OutboxEvent = Literal["report", "status"]
-"""What a destination can subscribe to: ``report`` (ORU^R01 results), ``status`` (order status, ORM/OMI SC)."""
+OutboxEvent = Literal["report", "status", "patient"]
+"""What a destination can subscribe to: ``report`` (ORU^R01 results), ``status`` (order status, ORM/OMI SC),
+``patient`` (ADT^A08 when demographics are corrected through the API or a merge leaves a survivor)."""
 
 CONTROL_ID_LENGTH = 20
 """HL7 v2.3.1-2.5.1 limit MSH-10 (ST) to 20 characters."""

@@ -14,6 +14,7 @@ from radsync.domain.patient import Patient
 if TYPE_CHECKING:
     from radsync.app.outbound import MessageWire
     from radsync.app.outbox import Outbox
+    from radsync.app.patient_ports import PatientIdentity
     from radsync.app.study_ports import MppsRepository, ProcedureLookup, StudyRegrouping, StudyRepository
     from radsync.domain.report import Report, ReportStatus
 
@@ -83,6 +84,7 @@ class UnitOfWork(Protocol):
     """One atomic piece of work: everything written through it commits together or not at all."""
 
     patients: PatientRepository
+    identities: PatientIdentity  # aliases, patient history, merges (app/patient_ports.py)
     orders: OrderRepository
     studies: StudyRepository  # app/study_ports.py: stored studies, links, decisions
     regrouping: StudyRegrouping  # app/study_ports.py: moving series between studies (split)

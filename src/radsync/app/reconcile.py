@@ -15,6 +15,7 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, replace
 
 from radsync.app.corrections import LinkCorrection
+from radsync.app.patients import resolved_subject
 from radsync.app.ports import OrderKey, TimelineEntry, UnitOfWork
 from radsync.app.progress import Target, advance, constant, images_received
 from radsync.domain.candidates import ScoredCandidate, rank
@@ -99,7 +100,7 @@ class Reconciler:
 
         Re-running for a study that stays UNASSIGNED for the same reason writes nothing (no history noise).
         """
-        subject = Subject.of_study(study.study_instance_uid, study.header)
+        subject = resolved_subject(uow, Subject.of_study(study.study_instance_uid, study.header))
         decision = reconcile(subject, uow.procedures.for_subject(subject), self.policy)
         if (decision.state, decision.reason) == (study.state, study.reason) and not decision.matches:
             return decision
@@ -121,7 +122,7 @@ class Reconciler:
 
     def extend_study(self, uow: UnitOfWork, study: Study, *, trigger: str) -> Decision | None:
         """A matched study gained keys (new series, late order): add links, never remove, never re-decide."""
-        subject = Subject.of_study(study.study_instance_uid, study.header)
+        subject = resolved_subject(uow, Subject.of_study(study.study_instance_uid, study.header))
         decision = reconcile(subject, uow.procedures.for_subject(subject), self.policy)
         new = tuple(m for m in decision.matches if m.candidate.procedure_uid not in study.linked_procedures())
         if decision.state is not StudyState.MATCHED or not new:
@@ -359,7 +360,7 @@ class Reconciler:
     ) -> Decision:
         """Link an MPPS to the steps it performs (MAPPING.md §4.2) and move them on; an unscheduled or unknown
         MPPS stays UNASSIGNED, like an unmatched study."""
-        subject = Subject.of_mpps(mpps)
+        subject = resolved_subject(uow, Subject.of_mpps(mpps))
         decision = reconcile(subject, uow.procedures.for_subject(subject), self.policy)
         if previous is not None and (decision.state, decision.reason) == previous and not decision.matches:
             return decision

@@ -30,3 +30,17 @@ class InvalidTransition(DomainError):
 
 class IdentityConflict(DomainError):
     """A key already belongs to another patient; radsync refuses to merge silently."""
+
+
+class SameIdentifier(DomainError):
+    """A merge or identifier change names the same identifier as prior and survivor (HL7 205)."""
+
+
+class ReversedMerge(DomainError):
+    """A merge that undoes an earlier one (A into B, then B into A): refused and flagged for a person to look at."""
+
+    flag = "reversed-merge"
+
+
+class UnknownPatient(DomainError):
+    """No patient and no alias has this identifier."""

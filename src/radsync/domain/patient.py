@@ -37,6 +37,8 @@ class Patient:
     pregnancy_status: int | None = None
     patient_state: str = ""
     confidentiality: str = ""
+    # When the source (RIS/ADT) stated the demographics last applied (EVN-2, else MSH-7): the out-of-order guard.
+    source_time: dt.datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +51,18 @@ class PatientUpdate:
 
     id: PatientId
     values: dict[str, object] = field(default_factory=dict)
+    source_time: dt.datetime | None = None  # when the source stated these values; None = not known (API)
+
+    def is_stale(self, patient: Patient | None) -> bool:
+        """An update older than the one last applied must not roll the record back (issue 5 item 1)."""
+        return (
+            patient is not None and self.source_time is not None and patient.source_time is not None
+            and self.source_time < patient.source_time
+        )
 
     def apply_to(self, patient: Patient | None) -> Patient:
         base = patient if patient is not None else Patient(id=self.id)
-        return replace(base, **self.values)  # type: ignore[arg-type]
+        changed = replace(base, **self.values)  # type: ignore[arg-type]
+        if self.source_time is not None and (base.source_time is None or self.source_time > base.source_time):
+            changed = replace(changed, source_time=self.source_time)
+        return changed

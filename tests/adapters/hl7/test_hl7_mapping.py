@@ -194,7 +194,8 @@ REFUSED = [
     ("F41_UNKNOWN_PAIR", ("AE", 103, "ORC^1^1")),
     ("C_UNKNOWN_CHARSET", ("AR", 103, "MSH^1^18")),
     ("C_REPEATED_CHARSET", ("AR", 103, "MSH^1^18^2")),
-    ("ADT_A40", ("AR", 201, "MSH^1^9^1^2")),
+    ("ADT_A45", ("AR", 201, "MSH^1^9^1^2")),
+    ("ADT_A40_NO_MRG", ("AE", 100, "MRG^1")),  # A40/A34/A47 are taken (docs/patients.md); each PID needs its MRG
     ("ORU_R01", ("AE", 101, "OBR^1")),  # ORU^R01 is accepted (oru_in.py); this one has no OBR
     ("SIU_S12", ("AR", 200, "MSH^1^9^1^1")),
 ]

@@ -21,6 +21,8 @@ from radsync.domain.errors import (
     InvalidTransition,
     InvalidValue,
     MissingValue,
+    ReversedMerge,
+    SameIdentifier,
     UnknownOrder,
 )
 from radsync.domain.report import ReportStatusRefused
@@ -30,6 +32,8 @@ DOMAIN_ERRORS: dict[type[DomainError], ErrorCode] = {
     InvalidValue: ErrorCode.DATA_TYPE,
     UnknownOrder: ErrorCode.UNKNOWN_KEY,
     IdentityConflict: ErrorCode.DUPLICATE_KEY,
+    SameIdentifier: ErrorCode.DUPLICATE_KEY,  # MRG-1 = PID-3 (docs/patients.md)
+    ReversedMerge: ErrorCode.DUPLICATE_KEY,  # B into A after A into B: refused and flagged
     # A result status (OBR-25) the order's current report does not allow (P after F): the value is refused, not
     # radsync's fault. Listed before its base class: the first matching row wins.
     ReportStatusRefused: ErrorCode.TABLE_VALUE_NOT_FOUND,
@@ -48,6 +52,7 @@ FIELD_LOCATIONS: dict[str, tuple[Location, Location]] = {
     "step.id": (Location("OBR", 1, 20), Location("IPC", 1, 4)),
     "step.modality": (Location("OBR", 1, 24), Location("IPC", 1, 5)),
     "step.status": (Location("ORC", 1, 1), Location("ORC", 1, 1)),
+    "merge.prior_id": (Location("MRG", 1, 1, 1, 1), Location("MRG", 1, 1, 1, 1)),
     "report.status": (Location("OBR", 1, 25), Location("OBR", 1, 25)),
 }
 
@@ -59,7 +64,7 @@ def error_from_domain(exc: DomainError, message_type: str) -> Hl7Error:
     code = next((c for kind, c in DOMAIN_ERRORS.items() if isinstance(exc, kind)), ErrorCode.INTERNAL)
     locations = FIELD_LOCATIONS.get(exc.field)
     location = locations[1 if message_type == "OMI" else 0] if locations else None
-    return Hl7Error(code, exc.message, location)
+    return Hl7Error(code, exc.message, location, flag=getattr(exc, "flag", ""))
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:

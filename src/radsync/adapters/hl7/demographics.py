@@ -7,6 +7,8 @@ ADT A08 shows on the worklist at once.
 
 from __future__ import annotations
 
+import datetime as dt
+
 from radsync.adapters.hl7 import datatypes as t
 from radsync.adapters.hl7 import vr
 from radsync.adapters.hl7.codec import NULL, Message, Segment
@@ -31,19 +33,42 @@ def pid_segment(msg: Message) -> Segment:
     return pid
 
 
-def patient_id(msg: Message) -> PatientId:
+def patient_id(msg: Message, pid: Segment | None = None) -> PatientId:
     """The primary identifier: the first PID-3 repetition with an ID; missing → AE 101 at PID^1^3^1^1."""
-    pid = pid_segment(msg)
-    for number, c in enumerate(pid.repetitions(3), 1):
+    pid = pid or pid_segment(msg)
+    return first_identifier(pid, 3, "PID-3 patient identifier")
+
+
+def first_identifier(segment: Segment, field: int, what: str) -> PatientId:
+    """The first repetition of a CX field that has an ID (PID-3, MRG-1); missing → AE 101 at that field."""
+    for number, c in enumerate(segment.repetitions(field), 1):
         if c.get(1) and c.get(1) != NULL:
-            return t.patient_id_from_cx(c, pid.at(3, number))
-    raise Hl7Error(ErrorCode.REQUIRED_FIELD_MISSING, "PID-3 patient identifier missing", pid.at(3, 1, 1))
+            return t.patient_id_from_cx(c, segment.at(field, number))
+    raise Hl7Error(ErrorCode.REQUIRED_FIELD_MISSING, f"{what} missing", segment.at(field, 1, 1))
 
 
-def patient_update(msg: Message, primary: PatientId | None = None) -> PatientUpdate:
+def source_time(msg: Message, zone: dt.tzinfo | None = None) -> dt.datetime | None:
+    """When the source stated the data: EVN-2 (recorded date/time) if present, else MSH-7 (the out-of-order
+    guard compares these; an unreadable value is no time rather than a refusal of the whole message)."""
+    evn = msg.segment("EVN")
+    candidates = [(evn, 2)] if evn is not None else []
+    candidates.append((msg.msh, 7))
+    for segment, field in candidates:
+        try:
+            value = t.timestamp(segment.value(field), zone, segment.at(field))
+        except Hl7Error:
+            continue
+        if value is not None:
+            return value
+    return None
+
+
+def patient_update(
+    msg: Message, primary: PatientId | None = None, pid: Segment | None = None, zone: dt.tzinfo | None = None
+) -> PatientUpdate:
     """The demographics this message states; other PID-3 repetitions become other IDs (FIELD-NOTES 15)."""
-    pid = pid_segment(msg)
-    primary = primary or patient_id(msg)
+    pid = pid or pid_segment(msg)
+    primary = primary or patient_id(msg, pid)
     values: dict[str, object] = {}
     with_ids = [(n, c) for n, c in enumerate(pid.repetitions(3), 1) if c.get(1) and c.get(1) != NULL]
     values["other_ids"] = tuple(t.patient_id_from_cx(c, pid.at(3, n)) for n, c in with_ids[1:])
@@ -64,7 +89,7 @@ def patient_update(msg: Message, primary: PatientId | None = None) -> PatientUpd
     if pv1 is not None and pv1.field(15):
         statuses = {c.get(1).upper() for c in pv1.repetitions(15)}
         values["pregnancy_status"] = 3 if _PREGNANT in statuses else None
-    return PatientUpdate(primary, values)
+    return PatientUpdate(primary, values, source_time(msg, zone))
 
 
 def _flatten(components: list[str], segment: Segment, field: int) -> str:

@@ -95,12 +95,14 @@ class Hl7Error(Exception):
         location: Location | None = None,
         *,
         ack: AckCode = AckCode.ERROR,
+        flag: str = "",
     ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.location = location
         self.ack = ack
+        self.flag = flag  # added to the message log's flags (e.g. ``reversed-merge``) for a person to look at
 
     def __repr__(self) -> str:
         return f"Hl7Error({self.code.value}, at={self.location}, ack={self.ack.value})"

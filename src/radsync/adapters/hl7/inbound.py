@@ -15,15 +15,23 @@ from dataclasses import dataclass, field
 
 from radsync.adapters.hl7 import charsets
 from radsync.adapters.hl7.codec import Message
-from radsync.adapters.hl7.demographics import patient_update
+from radsync.adapters.hl7.demographics import first_identifier, patient_update
 from radsync.adapters.hl7.errors import ErrorCode, Hl7Error, Location, rejected
 from radsync.adapters.hl7.mapping import orders_from_message
 from radsync.adapters.hl7.order_control import Action, OrderControlTable
 from radsync.adapters.hl7.oru_in import on_result
-from radsync.app.commands import ChangeStepStatus, Command, PlaceOrder, UpdateOrder, UpdatePatient
+from radsync.app.commands import (
+    ChangeStepStatus,
+    Command,
+    MergePatient,
+    PlaceOrder,
+    UpdateOrder,
+    UpdatePatient,
+)
 from radsync.app.orders import OrderService
 from radsync.app.ports import UnitOfWork
 from radsync.app.reports import RecordReport, record_report
+from radsync.domain.patient_identity import IdentityChange
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +88,7 @@ def on_order(msg: Message, ctx: InboundContext) -> list[Command]:
             commands.append(ChangeStepStatus(request.key, event, request.step_ids, request.reason))
             continue
         assert request.order is not None
-        patient = patient or patient_update(msg, request.order.patient_id)
+        patient = patient or patient_update(msg, request.order.patient_id, zone=ctx.zone)
         kind = PlaceOrder if request.control.action is Action.PLACE else UpdateOrder
         commands.append(kind(patient, request.order))
         if event is not None:
@@ -91,7 +99,32 @@ def on_order(msg: Message, ctx: InboundContext) -> list[Command]:
 
 def on_patient(msg: Message, ctx: InboundContext) -> list[Command]:
     """ADT A01/A04/A05/A08/A31: create or update the patient (IHE RAD-1/RAD-12)."""
-    return [UpdatePatient(patient_update(msg))]
+    return [UpdatePatient(patient_update(msg, zone=ctx.zone))]
+
+
+def on_merge(msg: Message, ctx: InboundContext) -> list[Command]:
+    """ADT A40/A34 (merge) and A47 (change of identifier): each PID with the MRG after it (IHE RAD-12).
+
+    PID-3 names the surviving identifier, MRG-1 the prior one; an MRG missing after a PID → AE 100.
+    """
+    trigger = msg.msh.value(9, comp=2).strip().upper()
+    change = IdentityChange.CHANGE_ID if trigger == "A47" else IdentityChange.MERGE
+    commands: list[Command] = []
+    pid = None
+    for segment in msg.segments:
+        if segment.name == "PID":
+            if pid is not None:
+                raise Hl7Error(ErrorCode.SEGMENT_SEQUENCE, "MRG segment missing after PID", Location("MRG"))
+            pid = segment
+        elif segment.name == "MRG":
+            if pid is None:
+                raise Hl7Error(ErrorCode.SEGMENT_SEQUENCE, "MRG without a PID before it", segment.at(0))
+            prior = first_identifier(segment, 1, "MRG-1 prior patient identifier")
+            commands.append(MergePatient(prior, patient_update(msg, pid=pid, zone=ctx.zone), change))
+            pid = None
+    if pid is not None or not commands:
+        raise Hl7Error(ErrorCode.SEGMENT_SEQUENCE, "MRG segment missing", Location("MRG"))
+    return commands
 
 
 HANDLERS: dict[tuple[str, str], Handler] = {
@@ -102,6 +135,9 @@ HANDLERS: dict[tuple[str, str], Handler] = {
     ("ADT", "A05"): on_patient,
     ("ADT", "A08"): on_patient,
     ("ADT", "A31"): on_patient,
+    ("ADT", "A40"): on_merge,
+    ("ADT", "A34"): on_merge,
+    ("ADT", "A47"): on_merge,
     ("ORU", "R01"): on_result,
 }
 _TYPES = frozenset(kind for kind, _ in HANDLERS)
@@ -183,5 +219,7 @@ def execute(service: OrderService, uow: UnitOfWork, commands: Sequence[Command])
             service.change_status(uow, command)
         elif isinstance(command, RecordReport):
             record_report(uow, command)
+        elif isinstance(command, MergePatient):
+            service.patients.merge(uow, command)
         else:
             service.update_patient(uow, command)

@@ -239,6 +239,7 @@ class Hl7Intake:
             if failure is not None:
                 outcome, error = failure
                 answer = self._ack(prepared, error, now)
+                flags = ",".join(f for f in (flags, error.flag) if f)
                 messages.record_outcome(pk, outcome, answer, error=_error_text(error), flags=flags)
         return answer
 

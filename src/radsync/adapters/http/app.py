@@ -12,6 +12,7 @@ import radsync
 from radsync.adapters.http.errors import install_error_handlers
 from radsync.adapters.http.ops import ops_router
 from radsync.adapters.http.outbox import outbox_router
+from radsync.adapters.http.patients import patients_router
 from radsync.adapters.http.reports import reports_router
 from radsync.adapters.http.studies import studies_router
 from radsync.adapters.http.timeline import timeline_router
@@ -44,6 +45,7 @@ def create_app(container: Container) -> FastAPI:
     app.include_router(reports_router(container.engines, container.outbound, container.zone))
     app.include_router(outbox_router(container.outbox.operations))
     app.include_router(timeline_router(container.engines.read))
+    app.include_router(patients_router(container.engines, container.orders.patients, container.outbound))
     install_error_handlers(app)
 
     @app.exception_handler(Exception)

@@ -25,6 +25,7 @@ from radsync.domain.errors import (
     InvalidValue,
     MissingValue,
     UnknownOrder,
+    UnknownPatient,
 )
 from radsync.domain.study import UnknownStudy
 
@@ -33,6 +34,7 @@ from radsync.domain.study import UnknownStudy
 ERROR_TABLE: dict[type[DomainError], tuple[int, str]] = {
     UnknownStudy: (404, "unknown_study"),
     UnknownOrder: (404, "unknown_order"),
+    UnknownPatient: (404, "unknown_patient"),
     IdentityConflict: (409, "identity_conflict"),
     InvalidTransition: (409, "invalid_transition"),
     InvalidValue: (422, "invalid_value"),

@@ -105,6 +105,10 @@ class SqlPatientRepository:
             self._pks[key] = self._conn.execute(_PATIENT_PK_BY_ID, _identifier_params(patient_id)).scalar()
         return self._pks[key]
 
+    def forget(self) -> None:
+        """Drop the primary-key cache: a merge or identifier change deleted or re-keyed a patient row."""
+        self._pks.clear()
+
     def save(self, patient: Patient) -> None:
         values = _patient_values(patient) | {"updated_at": self._now}
         pk = self.pk_of(patient.id)
@@ -128,6 +132,7 @@ def _patient_values(p: Patient) -> dict[str, Any]:
         "name_fold": name_search_key(p),
         "birth_date": p.birth_date.strftime("%Y%m%d") if p.birth_date else "",
         "sex": p.sex.value,
+        "source_time": p.source_time,
         "details": {
             "type_code": p.id.type_code,
             "other_ids": [c.patient_id_json(o) for o in p.other_ids],
@@ -165,6 +170,7 @@ def _patient_from_row(row: Any) -> Patient:
         pregnancy_status=d.get("pregnancy_status"),
         patient_state=d.get("patient_state", ""),
         confidentiality=d.get("confidentiality", ""),
+        source_time=row.get("source_time"),
     )
 
 

@@ -16,6 +16,7 @@ from sqlalchemy import Connection, Engine
 from radsync.adapters.outbox.store import SqlOutbox
 from radsync.adapters.persistence.message_log import SqlMessageLog
 from radsync.adapters.persistence.mpps import SqlMppsRepository
+from radsync.adapters.persistence.patients import SqlPatientIdentity
 from radsync.adapters.persistence.procedure_lookup import SqlProcedureLookup
 from radsync.adapters.persistence.reports import SqlReportRepository
 from radsync.adapters.persistence.repositories import SqlOrderRepository, SqlPatientRepository
@@ -37,6 +38,7 @@ class SqlUnitOfWork:
         self.message_id = message_id
         self.patients = SqlPatientRepository(connection, now)
         self.orders = SqlOrderRepository(connection, now, self.patients)
+        self.identities = SqlPatientIdentity(connection, now, self.patients)
         self.messages = SqlMessageLog(connection)
         self.studies = SqlStudyRepository(connection, now)
         self.regrouping = SqlStudyRegrouping(connection, now)

@@ -6,8 +6,10 @@ from collections.abc import Mapping
 
 from radsync.adapters.hl7.outbound.order_status import build_order_status
 from radsync.adapters.hl7.outbound.oru import build_oru
+from radsync.adapters.hl7.outbound.patient_update import build_patient_update
 from radsync.adapters.hl7.outbound.segments import Sender
 from radsync.app.outbound import Addressed, OrderContext, PlacerStatus
+from radsync.domain.patient import Patient
 from radsync.domain.report import Report
 
 
@@ -23,6 +25,9 @@ class Hl7Wire:
 
     def result(self, ctx: OrderContext, report: Report, address: Addressed) -> bytes:
         return build_oru(self._sender, ctx, report, address)
+
+    def patient_update(self, patient: Patient, address: Addressed) -> bytes:
+        return build_patient_update(self._sender, patient, address)
 
     def order_status(
         self, ctx: OrderContext, status: PlacerStatus, address: Addressed, *, result: Report | None = None

@@ -1,0 +1,303 @@
+"""The patient-identity model end to end (issue 5 items 1, 2, 5 and ADT A08 out), on SQLite and PostgreSQL.
+
+ADT and ORM messages go to the real MLLP listener through python-hl7's MLLPClient; the effects are checked with
+dcmtk's findscu (Modality Worklist -W and Study Root Q/R), images are sent with pynetdicom's C-STORE to the real
+DICOM listener, the history and corrections go through the HTTP API, and ADT^A08 out arrives at a real MLLP
+receiver (tests/adapters/outbox/receiver.py) standing in for the RIS.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import hl7
+import httpx
+import pytest
+from hl7.client import MLLPClient
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pynetdicom import AE
+from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
+from sqlalchemy import text
+
+from radsync.adapters.dicom.server import DicomServer
+from radsync.adapters.hl7.intake import Hl7Intake
+from radsync.adapters.hl7.server import Hl7Server
+from radsync.bootstrap import Container, build_container
+from radsync.clock import utc_now
+from radsync.config import load_settings
+from tests.adapters.dicom.qr_archive import dicom_file
+from tests.adapters.hl7.test_hl7_loopback import LoopThread
+from tests.adapters.outbox.receiver import Receiver, wait_until
+from tests.adapters.outbox.support import FAST
+from tests.e2e.test_results_out import Api
+
+FINDSCU = "/usr/bin/findscu"
+needs_dcmtk = pytest.mark.skipif(not os.path.exists(FINDSCU), reason="dcmtk is not installed")
+ROOT = "1.2.826.0.1.3680043.10.5050"
+
+
+def orm(patient: str, name: str, accession: str, control_id: str, msh7: str = "20240611090000",
+        birth: str = "19700412") -> str:
+    n = accession
+    return "\r".join([
+        f"MSH|^~\\&|HIS|GENHOSP|RADSYNC|RADDEPT|{msh7}||ORM^O01|{control_id}|P|2.3.1",
+        f"PID|1||{patient}^^^GENHOSP^MR||{name}||{birth}|F",
+        "PV1|1|O|RADOPD^X1^^GENHOSP",
+        f"ORC|NW|PLC{n}^HIS|FIL{n}^RIS||SC||1^once^^20240612083000^^R||20240611093010",
+        f"OBR|1|PLC{n}^HIS|FIL{n}^RIS|71250^CT thorax^C4||||||||||||||"
+        f"{accession}|RP{n}|SPS{n}||||CT|||1^once^^20240612083000^^R",
+    ]) + "\r"
+
+
+def adt(event: str, patient: str, name: str, control_id: str, *, msh7: str, evn2: str = "",
+        prior: str | None = None, structure: str = "ADT_A01") -> str:
+    segments = [
+        f"MSH|^~\\&|ADT|GENHOSP|RADSYNC|RADDEPT|{msh7}||ADT^{event}^{structure}|{control_id}|P|2.5.1",
+        f"EVN|{event}|{evn2}",
+        f"PID|1||{patient}^^^GENHOSP^MR||{name}||19700412|F",
+    ]
+    if prior is not None:
+        segments.append(f"MRG|{prior}^^^GENHOSP^MR")
+    segments.append("PV1|1|O")
+    return "\r".join(segments) + "\r"
+
+
+class PatientApi(Api):
+    def patch(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self._loop.run(self._client.patch(url, **kwargs))  # type: ignore[no-any-return]
+
+
+@dataclass
+class Site:
+    container: Container
+    ris: Receiver
+    http: PatientApi
+    hl7_port: int
+    dicom_port: int
+    tmp: Path
+
+    def send(self, message: str) -> hl7.Message:
+        with MLLPClient("127.0.0.1", self.hl7_port) as client:
+            answer = client.send_message(message.encode("utf-8"))
+        return hl7.parse(answer.removeprefix(b"\x0b").removesuffix(b"\x1c\r").decode("utf-8"))
+
+    def accepted(self, message: str) -> None:
+        ack = self.send(message)
+        assert str(ack.segment("MSA")[1]) == "AA", str(ack)
+
+    def mwl(self, *keys: str) -> list[Dataset]:
+        return self._findscu(["-W", "-aet", "CT01"], ("PatientID", "PatientName", "AccessionNumber",
+                                                      "ScheduledProcedureStepSequence[0].Modality=CT", *keys))
+
+    def qr(self, *keys: str) -> list[Dataset]:
+        return self._findscu(["-S"], ("QueryRetrieveLevel=STUDY", "StudyInstanceUID", "PatientID", "PatientName",
+                                      "AccessionNumber", *keys))
+
+    def _findscu(self, mode: list[str], keys: tuple[str, ...]) -> list[Dataset]:
+        out = self.tmp / "answers"
+        out.mkdir(exist_ok=True)
+        for old in out.glob("rsp*.dcm"):
+            old.unlink()
+        argv = [FINDSCU, *mode, "-aec", "RADSYNC", "-X", "-od", str(out)]
+        for key in keys:
+            argv += ["-k", key]
+        done = subprocess.run([*argv, "127.0.0.1", str(self.dicom_port)], capture_output=True, text=True,
+                              timeout=60, env={**os.environ, "TCP_NODELAY": "1"})
+        assert done.returncode == 0, done.stderr
+        return [dcmread(p) for p in sorted(out.glob("rsp*.dcm"))]
+
+    def store(self, study: str, patient_id: str, name: str, accession: str = "", date: str = "20240612") -> int:
+        data = dicom_file("CT_small.dcm", study=study, series=f"{study}.1", sop=f"{study}.1.1",
+                          patient_id=patient_id, issuer="", name=name, accession=accession, study_date=date)
+        path = self.tmp / f"{study}.dcm"
+        ds = dcmread(io.BytesIO(data))
+        ds.PatientBirthDate = "19700412"
+        ds.save_as(path, enforce_file_format=True)
+        ae = AE(ae_title="CT01")
+        ae.add_requested_context(CTImageStorage, dcmread(path).file_meta.TransferSyntaxUID)
+        assoc = ae.associate("127.0.0.1", self.dicom_port, ae_title="RADSYNC")
+        assert assoc.is_established
+        try:
+            return int(assoc.send_c_store(path).Status)
+        finally:
+            assoc.release()
+
+    def study_state(self, uid: str) -> str:
+        response = self.http.get(f"/api/studies/{uid}")
+        assert response.status_code == 200, response.text
+        return str(response.json()["state"])
+
+    def history(self, patient_id: str) -> dict:  # type: ignore[type-arg]
+        response = self.http.get(f"/api/patients/{patient_id}/history")
+        assert response.status_code == 200, response.text
+        return response.json()  # type: ignore[no-any-return]
+
+    def flags(self, control_id: str) -> str:
+        with self.container.engines.read.connect() as conn:
+            return str(conn.execute(text("SELECT flags FROM message_log WHERE control_id = :c"),
+                                    {"c": control_id}).scalar_one())
+
+
+@pytest.fixture
+def site(tmp_path: Path, database_url: str) -> Iterator[Site]:
+    ris = Receiver().start()
+    destination = {"name": "ris", "host": "127.0.0.1", "port": ris.port, "events": ["patient"], **FAST}
+    settings = load_settings(None, {
+        "data_dir": tmp_path / "data", "database_url": database_url, "hl7_destinations": [destination],
+        "timezone": "Europe/Berlin", "dicom_port": 0, "dicom_processes": 1,
+        "stations": [{"ae_title": "CT01", "modality": "CT"}],
+    })
+    container = build_container(settings)
+    container.outbox.start()
+    intake = Hl7Intake(settings, container.engines, container.orders, utc_now, outbound=container.outbound)
+    intake.start()
+    loop = LoopThread()
+    server = Hl7Server(intake, "127.0.0.1", 0, max_message_bytes=64 * 1024)
+    port = loop.run(server.start())
+    dicom = DicomServer(settings, container.engines, container)
+    dicom_port = dicom.start()
+    http = PatientApi(container, loop)
+    try:
+        yield Site(container, ris, http, port, dicom_port, tmp_path)
+    finally:
+        http.close()
+        dicom.stop()
+        loop.run(server.stop())
+        intake.stop()
+        loop.close()
+        container.outbox.stop()
+        container.engines.dispose()
+        ris.close()
+
+
+@needs_dcmtk
+def test_an_older_update_arriving_late_does_not_roll_the_patient_back(site: Site) -> None:
+    site.accepted(orm("P1", "Doe^Jane", "ACC1", "O1", msh7="20240611090000"))
+    # newer (EVN-2 12:00) first, older (no EVN-2, MSH-7 11:00) second
+    site.accepted(adt("A08", "P1", "Doe^Janet", "A1", msh7="20240611120500", evn2="20240611120000"))
+    site.accepted(adt("A08", "P1", "Doe^Old", "A2", msh7="20240611110000"))
+    [item] = site.mwl("PatientID=P1")
+    assert str(item.PatientName) == "Doe^Janet"
+    # an ORM whose MSH-7 is older still places its order, but leaves the demographics alone
+    site.accepted(orm("P1", "Doe^Older", "ACC2", "O2", msh7="20240611100000"))
+    assert {str(i.PatientName) for i in site.mwl("PatientID=P1")} == {"Doe^Janet"}
+
+    history = site.history("P1")["history"]
+    kinds = [e["kind"] for e in history]
+    assert kinds == ["patient.created", "demographics.updated", "demographics.stale", "demographics.stale"]
+    updated = history[1]
+    assert updated["old"]["name"] == "Doe^Jane" and updated["new"]["name"] == "Doe^Janet"
+    assert updated["by"]["control_id"] == "A1" and updated["by"]["sender"] == "ADT^GENHOSP"
+    assert updated["source_time"] == "2024-06-11T12:00:00"
+    assert history[2]["by"]["control_id"] == "A2" and "name" in history[2]["new"]["ignored"]
+
+
+@needs_dcmtk
+def test_merge_moves_orders_and_images_and_later_images_under_the_old_id_attach_to_the_survivor(
+    site: Site,
+) -> None:
+    site.accepted(orm("TMP42", "Trauma^Female", "ACC-T", "O1"))
+    site.accepted(orm("P2", "Rossi^Maria", "ACC-S", "O2"))
+    # images under the temporary ID, no accession, a year before any order: unassigned, keyed by the received ID
+    assert site.store(f"{ROOT}.1", "TMP42", "Trauma^Female", date="20230101") == 0
+    assert site.study_state(f"{ROOT}.1") == "unassigned"
+    assert [a.StudyInstanceUID for a in site.qr("PatientID=TMP42")] == [f"{ROOT}.1"]
+
+    merge = adt("A40", "P2", "Rossi^Maria", "M1", msh7="20240611160000", prior="TMP42", structure="ADT_A39")
+    site.accepted(merge)
+    items = site.mwl("PatientID=P2")
+    assert sorted(i.AccessionNumber for i in items) == ["ACC-S", "ACC-T"]
+    assert {str(i.PatientName) for i in items} == {"Rossi^Maria"}
+    assert site.mwl("PatientID=TMP42") == []
+    assert [a.StudyInstanceUID for a in site.qr("PatientID=P2")] == [f"{ROOT}.1"]
+    assert site.qr("PatientID=TMP42") == []
+
+    # a C-STORE under the old identifier, naming the moved order: reconciled normally to the survivor
+    assert site.store(f"{ROOT}.2", "TMP42", "Rossi^Maria", accession="ACC-T") == 0
+    assert site.study_state(f"{ROOT}.2") == "matched"
+    [found] = site.qr("AccessionNumber=ACC-T")
+    assert found.PatientID == "P2" and str(found.PatientName) == "Rossi^Maria"
+    # an order arriving later under the old identifier lands on the survivor too
+    site.accepted(orm("TMP42", "Trauma^Female", "ACC-L", "O3", msh7="20240611170000"))
+    assert "ACC-L" in {i.AccessionNumber for i in site.mwl("PatientID=P2")}
+
+    # the alias resolves to the survivor in the API, and the history says what happened
+    body = site.history("TMP42")
+    assert body["patient_id"] == "P2" and body["resolved_from"]["patient_id"] == "TMP42"
+    merged = [e for e in body["history"] if e["kind"] == "merge"]
+    assert len(merged) == 1 and merged[0]["old"]["prior"] == "TMP42^^^GENHOSP"
+    assert merged[0]["new"]["moved"]["orders"] == 1 and merged[0]["new"]["moved"]["studies"] == 1
+    assert merged[0]["by"]["control_id"] == "M1"
+
+    # a repeated identical merge is a no-op (AA); the reverse is refused (AE 205) and flagged
+    site.accepted(merge.replace("|M1|", "|M2|"))
+    reverse = adt("A40", "TMP42", "Trauma^Female", "M3", msh7="20240611180000", prior="P2", structure="ADT_A39")
+    ack = site.send(reverse)
+    assert str(ack.segment("MSA")[1]) == "AE" and "205" in str(ack.segment("ERR"))
+    assert "reversed-merge" in site.flags("M3")
+    assert sorted(i.AccessionNumber for i in site.mwl("PatientID=P2")) == ["ACC-L", "ACC-S"]  # ACC-T was imaged
+    assert site.mwl("PatientID=TMP42") == []
+
+
+def test_bad_merges_are_answered_and_an_unknown_prior_records_only_the_alias(site: Site) -> None:
+    same = adt("A40", "P3", "Roe^Ann", "B1", msh7="20240611160000", prior="P3", structure="ADT_A39")
+    ack = site.send(same)
+    assert str(ack.segment("MSA")[1]) == "AE"
+    assert "205" in str(ack.segment("ERR")) and "MRG^1^1^1^1" in str(ack.segment("ERR"))
+
+    site.accepted(adt("A34", "P3", "Roe^Ann", "B2", msh7="20240611160000", prior="NEVER-SEEN", structure="ADT_A30"))
+    body = site.history("NEVER-SEEN")
+    assert body["patient_id"] == "P3"
+    assert [a["patient_id"] for a in body["aliases"]] == ["NEVER-SEEN"]
+    assert [e["kind"] for e in body["history"]] == ["patient.created", "alias.added"]
+    assert site.http.get("/api/patients/NOBODY/history").status_code == 404
+    assert site.http.get("/api/patients/NOBODY/history").json()["error"] == "unknown_patient"
+
+
+@needs_dcmtk
+def test_a47_changes_the_identifier_and_the_old_one_becomes_an_alias(site: Site) -> None:
+    site.accepted(orm("OLD7", "Poe^Edgar", "ACC7", "O1"))
+    site.accepted(adt("A47", "NEW7", "Poe^Edgar", "C1", msh7="20240611160000", prior="OLD7", structure="ADT_A30"))
+    [item] = site.mwl("PatientID=NEW7")
+    assert item.AccessionNumber == "ACC7"
+    assert site.mwl("PatientID=OLD7") == []
+    body = site.history("NEW7")
+    assert body["resolved_from"] is None and [a["kind"] for a in body["aliases"]] == ["change_id"]
+    assert body["history"][-1]["kind"] == "identifier.changed"
+
+
+@needs_dcmtk
+def test_a_correction_through_the_api_is_audited_shown_at_once_and_sent_as_adt_a08(site: Site) -> None:
+    site.accepted(orm("P5", "Smyth^Jon", "ACC5", "O1"))
+    assert site.store(f"{ROOT}.5", "P5", "Smyth^Jon", accession="ACC5") == 0
+    assert site.study_state(f"{ROOT}.5") == "matched"
+    site.accepted(orm("P5", "Smyth^Jon", "ACC6", "O2"))  # still scheduled: on the worklist
+
+    assert site.http.patch("/api/patients/P5", json={"name": "Smith^John"}).status_code == 422  # who?
+    response = site.http.patch("/api/patients/P5", json={"name": "Smith^John", "birth_date": "1970-04-13"},
+                               headers={"X-Radsync-User": "alice"})
+    assert response.status_code == 200, response.text
+    assert response.json()["name"] == "Smith^John"
+
+    [item] = site.mwl("PatientID=P5")
+    assert str(item.PatientName) == "Smith^John" and item.AccessionNumber == "ACC6"
+    [study] = site.qr("PatientID=P5", "PatientBirthDate")
+    assert str(study.PatientName) == "Smith^John" and study.PatientBirthDate == "19700413"
+
+    last = site.history("P5")["history"][-1]
+    assert last["kind"] == "demographics.updated" and last["by"] == {"user": "alice"}
+    assert last["old"] == {"name": "Smyth^Jon", "birth_date": "1970-04-12"}
+    assert last["new"] == {"name": "Smith^John", "birth_date": "1970-04-13"}
+
+    wait_until(lambda: any("ADT^A08" in m for m in site.ris.messages), 10, what="ADT^A08")
+    [a08] = [hl7.parse(m) for m in site.ris.messages if "ADT^A08" in m]
+    assert str(a08.segment("PID")[3][0][0]) == "P5" and str(a08.segment("PID")[5]) == "Smith^John"
+    assert str(a08.segment("PID")[7]) == "19700413" and str(a08.segment("EVN")[1]) == "A08"
+    assert str(a08.segment("MSH")[12]) == "2.5.1"
