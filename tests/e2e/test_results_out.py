@@ -35,7 +35,7 @@ from tests.adapters.hl7 import samples
 from tests.adapters.hl7.test_hl7_loopback import LoopThread
 from tests.adapters.outbox.receiver import Answer, Receiver, wait_until
 from tests.adapters.outbox.support import FAST
-from tests.app.imaging import Hub
+from tests.app.imaging import Hub, instance
 from tests.app.test_procedures import mpps, step_refs
 
 TEXT = "FINDINGS: Lungs clear | no effusion ^ R&L ~ 5\\6 mm.\nIMPRESSION: Normal chest, größer."
@@ -266,3 +266,37 @@ def test_mpps_over_dicom_sends_ip_then_cm_to_the_ris(site: Site) -> None:
         server.stop()
     statuses = [str(m.segment("ORC")[5]) for m in site.wait_for("ORM^O01", 2)]
     assert statuses == ["IP", "CM"]
+
+
+def test_preliminary_over_mllp_after_a_final_is_ae_103_on_obr_25_not_an_internal_error(site: Site) -> None:
+    oru = (
+        "MSH|^~\\&|DICTATION|RAD|RADSYNC|RAD|20240612163000||ORU^R01^ORU_R01|{control}|P|2.5.1\r"
+        "PID|1||P1^^^HOSP\r"
+        "OBR|1||F-ACC1^RIS||||20240612083000|||||||||||ACC1||||||CT|{status}|||||||R9001&Lee&Hannah\r"
+        "OBX|1|TX|18782-3^Radiology Study observation^LN|1|Lungs clear.||||||{status}\r"
+    )
+    assert str(site.send_hl7(oru.format(control="DICT0101", status="F")).segment("MSA")[1]) == "AA"
+    refused = site.send_hl7(oru.format(control="DICT0102", status="P"))
+    assert str(refused.segment("MSA")[1]) == "AE"
+    err = refused.segment("ERR")
+    assert str(err[2]) == "OBR^1^25"
+    assert str(err[3]).startswith("103^Table value not found")
+    assert "corrected" in str(err[8])
+    site.wait_for("ORU^R01")
+    assert len(site.messages("ORU^R01")) == 1  # the refused preliminary went nowhere
+
+
+def test_linking_a_further_order_over_http_tells_its_ris_the_study_uid(site: Site) -> None:
+    hub = Hub(site.container.engines)
+    study_uid = hub.order("ACC1").procedures[0].study_instance_uid
+    hub.store(instance(study_uid, accession="ACC1"))
+    hub.place("ACC2", study_uid="1.2.3.4242")  # a fresh Hub's UID counter would repeat ACC1's
+
+    response = site.http.post(f"/api/studies/{study_uid}/orders",
+                              json={"accession_number": "ACC2", "reason": "one scan, two orders"})
+    assert response.status_code == 200, response.text
+
+    [acc2] = site.wait_for("ORM^O01")  # the Hub stored the image without an outbox: ACC1 sent nothing
+    assert str(acc2.segment("OBR")[18]) == "ACC2"
+    assert (str(acc2.segment("ORC")[1]), str(acc2.segment("ORC")[5])) == ("SC", "CM")
+    assert [str(s[5]) for s in acc2.segments("OBX") if str(s[3]) == "113014^DICOM Study^DCM"] == [study_uid]
