@@ -12,21 +12,26 @@ SOP Class. Failure reasons (J.3.3.1.1.1): 0x0112 no such object instance (unknow
 
 Delivery (J.3.3, J.6): the report goes on the same association once the N-ACTION response has left (the sending
 thread waits for the association's reactor to pause, which happens only after the response is sent). If the
-requester has released the association by then, the report is logged as undelivered: radsync does not yet open a
-new association to the requester (that needs a configured address per AE title) -- see docs/dicom.md.
+requester has released the association by then (many modalities release at once and listen for the report), radsync
+opens a new association to it -- its address comes from ``[[dicom_destinations]]`` by AE title -- proposing the SCP
+role for Storage Commitment (J.3.3, PS3.7 D.3.3.4), and tries a few times with backoff. A requester with no
+configured address, or one that stays unreachable, is logged as undelivered; the modality then asks again, as
+PS3.4 J.3.3 expects it to when no report arrives. Reports are not kept across a restart.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Mapping, Sequence as Seq
 from dataclasses import dataclass
 from typing import Any
 
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_file_meta_info
 from pydicom.sequence import Sequence
-from pynetdicom import evt
+from pynetdicom import AE, build_role, evt
 from pynetdicom.sop_class import StorageCommitmentPushModel  # type: ignore[attr-defined]
 from sqlalchemy import Engine
 
@@ -103,11 +108,58 @@ def event_report(transaction_uid: str, verdicts: list[Verdict]) -> tuple[int, Da
     return (SOME_FAILED if failed else ALL_COMMITTED), info
 
 
-class CommitmentHandler:
-    """EVT_N_ACTION: accept the request, then report on the same association (see the module docstring)."""
+class ReportDelivery:
+    """Sends an N-EVENT-REPORT on the requesting association, or on a new one when the requester has gone."""
 
-    def __init__(self, checker: CommitmentChecker) -> None:
+    def __init__(
+        self, ae_title: str, addresses: Mapping[str, tuple[str, int]], retry_delays: Seq[float] = (1.0, 3.0, 10.0)
+    ) -> None:
+        self._ae_title = ae_title
+        self._addresses = dict(addresses)
+        self._retry_delays = tuple(retry_delays)
+
+    def deliver(self, assoc: Any, event_type: int, report: Dataset) -> bool:
+        """Runs on its own thread; True when the requester answered the report."""
+        if assoc.is_established and _send(assoc, event_type, report):
+            return True
+        requester = str(assoc.requestor.ae_title).strip()
+        address = self._addresses.get(requester)
+        if address is None:
+            log.warning("storage commitment %s: association closed and no [[dicom_destinations]] entry for the "
+                        "requester's AE title; report not delivered", report.TransactionUID)
+            return False
+        for delay in (0.0, *self._retry_delays):
+            time.sleep(delay)
+            if self._on_new_association(requester, address, event_type, report):
+                return True
+        log.warning("storage commitment %s: requester unreachable after %d attempts; report not delivered",
+                    report.TransactionUID, len(self._retry_delays) + 1)
+        return False
+
+    def _on_new_association(self, requester: str, address: tuple[str, int], event_type: int, report: Dataset) -> bool:
+        ae = AE(ae_title=self._ae_title)
+        ae.add_requested_context(StorageCommitmentPushModel)
+        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 10
+        role = build_role(StorageCommitmentPushModel, scp_role=True)  # we send the report: the SCP role
+        try:
+            assoc = ae.associate(address[0], address[1], ae_title=requester, ext_neg=[role])
+        except Exception:
+            log.exception("storage commitment %s: cannot associate with the requester", report.TransactionUID)
+            return False
+        if not assoc.is_established:
+            return False
+        try:
+            return _send(assoc, event_type, report)
+        finally:
+            assoc.release()
+
+
+class CommitmentHandler:
+    """EVT_N_ACTION: accept the request, then report (see the module docstring)."""
+
+    def __init__(self, checker: CommitmentChecker, delivery: ReportDelivery) -> None:
         self._checker = checker
+        self._delivery = delivery
 
     def __call__(self, event: Any) -> tuple[Dataset | int, Dataset | None]:
         request = event.request
@@ -133,31 +185,34 @@ class CommitmentHandler:
         log.info("storage commitment %s: %d committed, %d failed", transaction_uid,
                  sum(v.failure is None for v in verdicts), sum(v.failure is not None for v in verdicts))
         threading.Thread(
-            target=_send_report, args=(event.assoc, event_type, report), name="commitment-report", daemon=True
+            target=self._delivery.deliver, args=(event.assoc, event_type, report), name="commitment-report",
+            daemon=True,
         ).start()
         return int(NStatus.SUCCESS), None
 
 
-def _send_report(assoc: Any, event_type: int, report: Dataset) -> None:
+def _send(assoc: Any, event_type: int, report: Dataset) -> bool:
     """Send the N-EVENT-REPORT once the N-ACTION response is out (``send_n_event_report`` waits for that)."""
-    if not assoc.is_established:
-        log.warning("storage commitment %s: association closed, report not delivered", report.TransactionUID)
-        return
     try:
         status, _ = assoc.send_n_event_report(
             report, event_type, StorageCommitmentPushModel, COMMITMENT_INSTANCE_UID
         )
     except Exception:
-        log.exception("storage commitment %s: report not delivered", report.TransactionUID)
-        return
-    if "Status" not in status or status.Status != 0:
-        log.warning("storage commitment %s: requester answered the report with %s", report.TransactionUID,
-                    status.get("Status", "no status"))
+        log.exception("storage commitment %s: sending the report failed", report.TransactionUID)
+        return False
+    if "Status" not in status:  # no answer: the association was aborted or timed out
+        return False
+    if status.Status != 0:
+        log.warning("storage commitment %s: requester answered the report with 0x%04X", report.TransactionUID,
+                    status.Status)
+    return True  # answered: a refusal is the requester's decision, sending again would not change it
 
 
-def commitment_service(engine: Engine, blobs: FileBlobStore, clock: Clock) -> DicomService:
+def commitment_service(
+    engine: Engine, blobs: FileBlobStore, clock: Clock, delivery: ReportDelivery
+) -> DicomService:
     return DicomService(
         name="Storage Commitment",
         sop_classes=(StorageCommitmentPushModel,),
-        handlers=((evt.EVT_N_ACTION, CommitmentHandler(CommitmentChecker(engine, blobs, clock))),),
+        handlers=((evt.EVT_N_ACTION, CommitmentHandler(CommitmentChecker(engine, blobs, clock), delivery)),),
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from radsync.adapters.dicom.commitment import commitment_service
+from radsync.adapters.dicom.commitment import ReportDelivery, commitment_service
 from radsync.adapters.dicom.mpps import mpps_service
 from radsync.adapters.dicom.service import DicomService
 from radsync.adapters.dicom.storage import StorageTarget, storage_service
@@ -28,5 +28,6 @@ def image_services(container: Container) -> list[DicomService]:
     return [
         storage_service(target),
         mpps_service(container.engines.write, container.procedures, utc_now, container.outbound),
-        commitment_service(container.engines.read, container.blobs, utc_now),
+        commitment_service(container.engines.read, container.blobs, utc_now, ReportDelivery(
+            settings.ae_title, {d.ae_title: (d.host, d.port) for d in settings.dicom_destinations})),
     ]
