@@ -18,9 +18,8 @@ from dataclasses import dataclass
 from radsync.app import status_out
 from radsync.app.outbound import context_of, send
 from radsync.app.ports import OrderKey, TimelineEntry, UnitOfWork
-from radsync.domain.errors import UnknownOrder
+from radsync.domain.errors import InvalidTransition, UnknownOrder
 from radsync.domain.order import ImagingOrder
-from radsync.domain.errors import InvalidTransition
 from radsync.domain.report import Report, ReportStatus, admit
 
 RESULT_MESSAGE = "ORU^R01"
