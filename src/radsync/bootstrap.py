@@ -33,9 +33,9 @@ from radsync.app.stations import Station, StationDirectory
 from radsync.app.studies import StudyService
 from radsync.clock import utc_now
 from radsync.config import ReconciliationSettings, Settings
-from radsync.maintenance import ReconcileSweeper
 from radsync.domain.identity import IdentityMode, IdentityPolicy
 from radsync.domain.reconciliation import ReconciliationPolicy
+from radsync.maintenance import ReconcileSweeper
 
 log = logging.getLogger("radsync")
 

@@ -18,6 +18,7 @@ from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import CTImageStorage, MRImageStorage, StorageCommitmentPushModel  # type: ignore[attr-defined]
+from tests.conftest import free_port
 
 from radsync.adapters.dicom.commitment import (
     ALL_COMMITTED,
@@ -29,7 +30,6 @@ from radsync.adapters.dicom.commitment import (
 )
 from radsync.adapters.dicom.status import NStatus
 from radsync.bootstrap import Container
-from tests.conftest import free_port
 
 
 @pytest.fixture
