@@ -139,6 +139,11 @@ class Site:
         assert response.status_code == 200, response.text
         return response.json()  # type: ignore[no-any-return]
 
+    def sent(self, message_type: str) -> list[hl7.Message]:
+        """Messages the RIS stand-in received of ``message_type``, once at least one arrived."""
+        wait_until(lambda: any(message_type in m for m in self.ris.messages), 10, what=message_type)
+        return [hl7.parse(m) for m in self.ris.messages if message_type in m]
+
     def flags(self, control_id: str) -> str:
         with self.container.engines.read.connect() as conn:
             return str(conn.execute(text("SELECT flags FROM message_log WHERE control_id = :c"),
@@ -218,6 +223,8 @@ def test_merge_moves_orders_and_images_and_later_images_under_the_old_id_attach_
     assert site.mwl("PatientID=TMP42") == []
     assert [a.StudyInstanceUID for a in site.qr("PatientID=P2")] == [f"{ROOT}.1"]
     assert site.qr("PatientID=TMP42") == []
+    [a40] = site.sent("ADT^A40")  # the merge goes on to destinations subscribed to "patient"
+    assert str(a40.segment("PID")[3][0][0]) == "P2" and str(a40.segment("MRG")[1][0][0]) == "TMP42"
 
     # a C-STORE under the old identifier, naming the moved order: reconciled normally to the survivor
     assert site.store(f"{ROOT}.2", "TMP42", "Rossi^Maria", accession="ACC-T") == 0
@@ -271,6 +278,8 @@ def test_a47_changes_the_identifier_and_the_old_one_becomes_an_alias(site: Site)
     body = site.history("NEW7")
     assert body["resolved_from"] is None and [a["kind"] for a in body["aliases"]] == ["change_id"]
     assert body["history"][-1]["kind"] == "identifier.changed"
+    [a47] = site.sent("ADT^A47")
+    assert str(a47.segment("PID")[3][0][0]) == "NEW7" and str(a47.segment("MRG")[1][0][0]) == "OLD7"
 
 
 @needs_dcmtk
@@ -296,8 +305,7 @@ def test_a_correction_through_the_api_is_audited_shown_at_once_and_sent_as_adt_a
     assert last["old"] == {"name": "Smyth^Jon", "birth_date": "1970-04-12"}
     assert last["new"] == {"name": "Smith^John", "birth_date": "1970-04-13"}
 
-    wait_until(lambda: any("ADT^A08" in m for m in site.ris.messages), 10, what="ADT^A08")
-    [a08] = [hl7.parse(m) for m in site.ris.messages if "ADT^A08" in m]
+    [a08] = site.sent("ADT^A08")
     assert str(a08.segment("PID")[3][0][0]) == "P5" and str(a08.segment("PID")[5]) == "Smith^John"
     assert str(a08.segment("PID")[7]) == "19700413" and str(a08.segment("EVN")[1]) == "A08"
     assert str(a08.segment("MSH")[12]) == "2.5.1"

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from radsync.app.outbox import DestinationRoutes, OutboxEvent, new_control_id
 from radsync.app.ports import OrderKey
+from radsync.domain.ids import PatientId
 from radsync.domain.order import ImagingOrder
 from radsync.domain.patient import Patient
 from radsync.domain.report import Report
@@ -70,6 +71,10 @@ class MessageWire(Protocol):
         """ADT^A08 with the patient's current demographics (destinations subscribed to ``patient``)."""
         ...
 
+    def identity_change(self, patient: Patient, prior: PatientId, event: str, address: Addressed) -> bytes:
+        """ADT^A40 (``event`` "A40", a merge) or ADT^A47 ("A47", a change of identifier): survivor and prior."""
+        ...
+
 
 def context_of(uow: UnitOfWork, order: ImagingOrder) -> OrderContext:
     """The order with its patient as stored now (invariant 5: current truth on the way out)."""
@@ -120,6 +125,9 @@ class NoWire:
         raise RuntimeError("no message wire configured")
 
     def patient_update(self, patient: Patient, address: Addressed) -> bytes:
+        raise RuntimeError("no message wire configured")
+
+    def identity_change(self, patient: Patient, prior: PatientId, event: str, address: Addressed) -> bytes:
         raise RuntimeError("no message wire configured")
 
 

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PATIENT_MESSAGE = "ADT^A08"
+IDENTITY_MESSAGES = {"A40": "ADT^A40", "A47": "ADT^A47"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +140,11 @@ class PatientService:
             message_id=uow.message_id,
         ))
         self._reconcile_moved(uow, moved.study_uids)
-        self._announce(uow, patient)
+        event = "A40" if command.change is IdentityChange.MERGE else "A47"
+        for destination in uow.outbox.destinations("patient"):
+            address = Addressed(destination, new_control_id(), uow.now())
+            payload = uow.wire.identity_change(patient, prior_id, event, address)
+            uow.outbox.enqueue(destination, IDENTITY_MESSAGES[event], payload, address.control_id, None)
         log.info("patient %s (%s): %s", kind, plan.value, moved.as_dict())
         return plan
 

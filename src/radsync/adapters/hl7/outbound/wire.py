@@ -6,9 +6,10 @@ from collections.abc import Mapping
 
 from radsync.adapters.hl7.outbound.order_status import build_order_status
 from radsync.adapters.hl7.outbound.oru import build_oru
-from radsync.adapters.hl7.outbound.patient_update import build_patient_update
+from radsync.adapters.hl7.outbound.patient_update import build_identity_change, build_patient_update
 from radsync.adapters.hl7.outbound.segments import Sender
 from radsync.app.outbound import Addressed, OrderContext, PlacerStatus
+from radsync.domain.ids import PatientId
 from radsync.domain.patient import Patient
 from radsync.domain.report import Report
 
@@ -28,6 +29,9 @@ class Hl7Wire:
 
     def patient_update(self, patient: Patient, address: Addressed) -> bytes:
         return build_patient_update(self._sender, patient, address)
+
+    def identity_change(self, patient: Patient, prior: PatientId, event: str, address: Addressed) -> bytes:
+        return build_identity_change(self._sender, patient, prior, event, address)
 
     def order_status(
         self, ctx: OrderContext, status: PlacerStatus, address: Addressed, *, result: Report | None = None
