@@ -116,6 +116,7 @@ class Hl7Intake:
         self._lock = threading.Lock()
         self._closed = True
         self._thread: threading.Thread | None = None
+        self._connection: Connection | None = None  # the writer thread's own, kept open between batches
 
     # -- lifecycle -----------------------------------------------------------------------------------------
 
@@ -154,6 +155,12 @@ class Hl7Intake:
     # -- the writer thread ----------------------------------------------------------------------------------
 
     def _run(self) -> None:
+        try:
+            self._take_batches()
+        finally:
+            self._drop_connection()
+
+    def _take_batches(self) -> None:
         stopping = False
         while not stopping:
             first = self._queue.get()
@@ -171,11 +178,27 @@ class Hl7Intake:
                 batch.append(item)
             self._process(batch)
 
+    def _writer_connection(self) -> Connection:
+        """The writer's connection, opened once and kept: a pool checkout, reset and check-in per batch cost
+        ~0.2 ms, a tenth of an order's write time. Any failure drops it, so the next batch starts on a fresh one."""
+        if self._connection is None or self._connection.closed:
+            self._connection = self._engines.write.connect()
+        return self._connection
+
+    def _drop_connection(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            try:
+                connection.close()
+            except Exception:  # already broken: the pool discards it
+                log.debug("closing the HL7 writer connection failed", exc_info=True)
+
     def _process(self, batch: list[_Pending], *, optimistic: bool = True) -> None:
         now = self._clock()
         try:
             self._queued = False
-            with self._engines.write.begin() as connection:
+            connection = self._writer_connection()
+            with connection.begin():
                 answers = [(item, self._one(connection, item, now, optimistic)) for item in batch]
             if self._queued and self._outbound.notify is not None:
                 self._outbound.notify()
@@ -183,6 +206,7 @@ class Hl7Intake:
             self._process(batch, optimistic=False)
             return
         except Exception as exc:
+            self._drop_connection()
             if len(batch) > 1:
                 log.warning("HL7 batch of %d failed to commit (%s); retrying one by one", len(batch), type(exc).__name__)
                 for item in batch:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, bindparam, insert, select, update
 
+from radsync.adapters.persistence import fast_sql
 from radsync.adapters.persistence.tables import message_log
 
 # Built once (the HL7 intake runs all three for every message; building a statement costs more than running it).
@@ -49,15 +50,17 @@ class SqlMessageLog:
 
     def previous(self, sender: str, control_id: str) -> list[LoggedMessage]:
         """Earlier inbound messages with the same sender and control ID, newest first."""
-        rows = self._conn.execute(_PREVIOUS, {"sender": sender, "control_id": control_id}).all()
-        return [LoggedMessage(r.pk, r.content_hash, r.outcome, r.ack) for r in rows]
+        rows = fast_sql.rows(self._conn, _PREVIOUS, {"sender": sender, "control_id": control_id})
+        return [LoggedMessage(pk, digest, outcome, bytes(ack) if ack is not None else None)
+                for pk, digest, outcome, ack in rows]
 
     def record_inbound(
         self, record: InboundRecord, at: dt.datetime, flags: str = "", *,
         outcome: str = "", ack: bytes | None = None, error: str = "",
     ) -> int:
         """Insert the raw message; a caller that already knows the answer records it in the same statement."""
-        return self._conn.execute(
+        pk: int = fast_sql.scalar(
+            self._conn,
             _INSERT,
             {
                 "direction": "in",
@@ -75,7 +78,8 @@ class SqlMessageLog:
                 "ack": ack,
                 "error": error,
             },
-        ).scalar_one()
+        )
+        return pk
 
     def record_outcome(self, pk: int, outcome: str, ack: bytes | None, error: str = "", flags: str = "") -> None:
         values: dict[str, object] = {"outcome": outcome, "ack": ack, "error": error}

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, delete, insert, literal_column, or_, select, union_all, update
 
 from radsync.adapters.persistence import codec as c
+from radsync.adapters.persistence import fast_sql
 from radsync.adapters.persistence.studies import _waiting as _studies_waiting
 from radsync.adapters.persistence.studies import decision_from_row
 from radsync.adapters.persistence.tables import (
@@ -187,12 +188,12 @@ class SqlMppsRepository:
         """``studies.waiting_for`` and ``waiting_for`` with the same arguments, in one statement."""
         uids, numbers = list(study_uids), list(accessions)
         if len(uids) <= 1 and len(numbers) <= 1:
-            statement = _WAITING_BOTH_ONE
             params: dict[str, Any] = {"uid": uids[0] if uids else None, "accession": numbers[0] if numbers else None}
+            # the one-value form runs on every order placed (HL7 intake): straight on the cursor
+            rows: Any = fast_sql.rows(self._conn, _WAITING_BOTH_ONE, params | {"patient_id": patient_id or None})
         else:
-            statement = _WAITING_BOTH
             params = {"uids": uids, "accessions": numbers}
-        rows = self._conn.execute(statement, params | {"patient_id": patient_id or None}).all()
+            rows = self._conn.execute(_WAITING_BOTH, params | {"patient_id": patient_id or None}).all()
         found_studies = [(r[1], StudyState(r[2])) for r in rows if r[0] == 0]
         return found_studies, [r[1] for r in rows if r[0] == 1]
 

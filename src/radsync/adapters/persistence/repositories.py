@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, delete, insert, or_, select, update
 
 from radsync.adapters.persistence import codec as c
+from radsync.adapters.persistence import fast_sql
 from radsync.adapters.persistence.tables import (
     order_timeline,
     orders,
@@ -75,6 +76,7 @@ _STUDY_UID_OWNER = (
     .where(requested_procedures.c.study_instance_uid == bindparam("uid"))
 )
 _INSERT_TIMELINE = insert(order_timeline)
+_INSERT_STEP_STATION = insert(step_stations)
 
 
 def _identifier_params(pid: PatientId) -> dict[str, str]:
@@ -193,7 +195,7 @@ class SqlOrderRepository:
         pk = None
         if any(present):
             params = {name: e.value for (name, _, _), e in zip(_ORDER_NUMBERS, wanted, strict=True) if e.value}
-            rows = self._conn.execute(_order_candidates(present), params).all()  # type: ignore[arg-type]
+            rows = fast_sql.rows(self._conn, _order_candidates(present), params)
             # filler first, then placer, then accession; the newest order wins; an issuer, when given, must match
             for position, entity in enumerate(wanted):
                 if not entity.value:
@@ -211,10 +213,11 @@ class SqlOrderRepository:
         return self._load(pk) if pk is not None else None
 
     def study_uid_owner(self, study_instance_uid: str) -> OrderKey | None:
-        row = self._conn.execute(_STUDY_UID_OWNER, {"uid": study_instance_uid}).first()
-        if row is None:
+        found = fast_sql.rows(self._conn, _STUDY_UID_OWNER, {"uid": study_instance_uid})
+        if not found:
             return None
-        return OrderKey(EntityId(row.filler_number), EntityId(row.placer_number), EntityId(row.accession))
+        filler, placer, accession = found[0]
+        return OrderKey(EntityId(filler), EntityId(placer), EntityId(accession))
 
     def orders_of_patient(self, patient_id: PatientId, *, open_only: bool) -> Iterator[ImagingOrder]:
         patient_pk = self._patients.pk_of(patient_id)
@@ -285,7 +288,7 @@ class SqlOrderRepository:
         order_pk = self._order_pk(key)
         inserted = order_pk is None
         if order_pk is None:
-            order_pk = self._conn.execute(_INSERT_ORDER, values | {"created_at": self._now}).scalar_one()
+            order_pk = fast_sql.scalar(self._conn, _INSERT_ORDER, values | {"created_at": self._now})
             self._pks = {k: v for k, v in self._pks.items() if v is not None}  # "not stored" answers are stale now
             self._pks[key] = order_pk
         else:
@@ -302,7 +305,7 @@ class SqlOrderRepository:
             }
             proc_pk = existing_procs.get(procedure.procedure_id)
             if proc_pk is None:
-                proc_pk = self._conn.execute(_INSERT_PROCEDURE, proc_values).scalar_one()
+                proc_pk = fast_sql.scalar(self._conn, _INSERT_PROCEDURE, proc_values)
                 self._save_steps(order_pk, proc_pk, patient_pk, procedure.steps, new_procedure=True)
             else:
                 self._conn.execute(_UPDATE_PROCEDURE, proc_values | {"_pk": proc_pk})
@@ -331,7 +334,7 @@ class SqlOrderRepository:
             }
             known = existing.get(step.step_id)
             if known is None:
-                step_pk = self._conn.execute(_INSERT_STEP, values).scalar_one()
+                step_pk = fast_sql.scalar(self._conn, _INSERT_STEP, values)
             else:
                 step_pk = known[0]
                 self._conn.execute(_UPDATE_STEP, values | {"_pk": step_pk})
@@ -339,8 +342,9 @@ class SqlOrderRepository:
                     continue
                 self._conn.execute(delete(step_stations).where(step_stations.c.step_pk == step_pk))
             if step.station_ae_titles:
-                self._conn.execute(
-                    insert(step_stations),
+                fast_sql.execute_many(
+                    self._conn,
+                    _INSERT_STEP_STATION,
                     [{"step_pk": step_pk, "ae_title": ae} for ae in dict.fromkeys(step.station_ae_titles)],
                 )
 
@@ -348,7 +352,8 @@ class SqlOrderRepository:
         order_pk = self._order_pk(OrderKey.of(order))
         if order_pk is None:
             raise LookupError("timeline entry for an order that is not stored")
-        self._conn.execute(
+        fast_sql.rows(
+            self._conn,
             _INSERT_TIMELINE,
             {
                 "order_pk": order_pk,

@@ -1,0 +1,116 @@
+"""Hot statements run straight on the DBAPI cursor, with SQL and bind processing compiled once by SQLAlchemy.
+
+Why: the HL7 intake runs about ten statements per order, and ``Connection.execute`` spends ~60–90 µs on each
+(cache key, execution context, events, result wrapping) against ~10 µs for the statement itself on SQLite;
+that overhead was most of an order's write time (PERF-NOTES, README performance table).
+
+What stays the same: the statement is the module's own Core construct, compiled by SQLAlchemy for the
+connection's dialect (``?`` for SQLite, ``%(name)s`` with casts for psycopg), and every parameter goes through
+the bind processors SQLAlchemy would apply (JSON, DateTime on SQLite, bytea), so the stored values are
+identical. The cursor belongs to the Connection's own DBAPI connection, so the statement runs inside the
+caller's transaction or savepoint.
+
+What is given up for these statements only: SQLAlchemy's cursor events and echo logging. A statement this
+module cannot run faithfully (Python-side column defaults, expanding ``IN`` parameters, post-compile or
+literal-execute parameters, parameters it was not compiled for) runs through ``Connection.execute`` instead.
+DBAPI errors are re-raised as SQLAlchemy's ``DBAPIError`` (a lost connection is invalidated, as there).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, exc
+from sqlalchemy.engine import Dialect
+from sqlalchemy.sql import Executable
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    statement: Executable  # kept alive: the cache is keyed by its id()
+    sql: str
+    positional: tuple[str, ...] | None  # bind names in placeholder order (qmark); None for named (pyformat)
+    defaults: dict[str, Any]  # values bound in the statement itself (e.g. direction = 'in')
+    processors: tuple[tuple[str, Callable[[Any], Any]], ...]
+    results: tuple[Callable[[Any], Any] | None, ...] | None  # per column; None when no column needs one
+    returns_rows: bool
+
+
+_PLANS: dict[tuple[int, str, tuple[str, ...]], _Plan | None] = {}
+
+
+def rows(conn: Connection, statement: Executable, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+    """Run ``statement`` with ``params``; return every row as a plain tuple (empty for a statement without rows)."""
+    key = (id(statement), conn.dialect.name, tuple(params))
+    try:
+        plan = _PLANS[key]
+    except KeyError:
+        plan = _PLANS[key] = _plan(statement, conn.dialect, tuple(params))
+    if plan is None:
+        result = conn.execute(statement, dict(params))  # type: ignore[call-overload]
+        return [tuple(r) for r in result] if result.returns_rows else []
+    values = plan.defaults | dict(params) if plan.defaults else dict(params)
+    for name, process in plan.processors:
+        values[name] = process(values[name])
+    args: Any = values if plan.positional is None else [values[name] for name in plan.positional]
+    dbapi_connection = conn.connection.dbapi_connection
+    assert dbapi_connection is not None
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(plan.sql, args)
+        fetched = cursor.fetchall() if plan.returns_rows else []
+    except conn.dialect.loaded_dbapi.Error as error:
+        disconnect = conn.dialect.is_disconnect(error, dbapi_connection, cursor)
+        if disconnect:
+            conn.invalidate(error)
+        raise exc.DBAPIError.instance(
+            plan.sql, args, error, conn.dialect.loaded_dbapi.Error, connection_invalidated=disconnect,
+            dialect=conn.dialect,
+        ) from error
+    finally:
+        cursor.close()
+    if plan.results is None:
+        return fetched  # sqlite3 and psycopg both fetch tuples
+    return [tuple(p(v) if p is not None else v for p, v in zip(plan.results, r, strict=True)) for r in fetched]
+
+
+def scalar(conn: Connection, statement: Executable, params: Mapping[str, Any]) -> Any:
+    """The first column of the first row, or None (``INSERT ... RETURNING pk``, single-value lookups)."""
+    found = rows(conn, statement, params)
+    return found[0][0] if found else None
+
+
+def execute_many(conn: Connection, statement: Executable, params: Sequence[Mapping[str, Any]]) -> None:
+    """Run a statement without result rows once per parameter set (one call each: few rows, no RETURNING)."""
+    for one in params:
+        rows(conn, statement, one)
+
+
+def _plan(statement: Executable, dialect: Dialect, keys: tuple[str, ...]) -> _Plan | None:
+    """Compile for this dialect and these parameter names; None when only ``Connection.execute`` is faithful."""
+    compiled: Any = statement.compile(dialect=dialect, column_keys=list(keys))
+    if (
+        compiled.insert_prefetch or compiled.update_prefetch or compiled.post_compile_params
+        or compiled.literal_execute_params or any(b.expanding for b in compiled.binds.values())
+        or compiled.escaped_bind_names or dialect.paramstyle not in ("qmark", "pyformat")
+    ):
+        return None
+    bound = compiled.construct_params(_check=False)
+    if set(keys) - set(bound):
+        return None  # a parameter the statement does not use: let SQLAlchemy say so
+    defaults = {name: value for name, value in bound.items() if name not in keys}
+    if any(value is None for value in defaults.values()):
+        return None  # a required parameter is missing: SQLAlchemy raises the right error
+    result_types = [column[3] for column in compiled._result_columns]  # SELECT columns or RETURNING
+    results = tuple(t._cached_result_processor(dialect, None) for t in result_types)
+    return _Plan(
+        statement=statement,
+        sql=compiled.string,
+        positional=tuple(compiled.positiontup) if dialect.positional else None,
+        defaults=defaults,
+        processors=tuple(compiled._bind_processors.items()),
+        results=results if any(p is not None for p in results) else None,
+        returns_rows=bool(result_types),
+    )
