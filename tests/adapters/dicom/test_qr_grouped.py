@@ -18,20 +18,22 @@ from pathlib import Path
 
 import pytest
 from pydicom import Dataset, dcmread
-from qr_archive import SERIES_CT, SERIES_MR, STUDY_MATCHED, Archive, build_archive
+from qr_archive import ROOT, SERIES_CT, SERIES_MR, STUDY_MATCHED, Archive, build_archive, dicom_file
 from tests.app.imaging import JANE, JOHN
 from tests.conftest import free_port
 
 from radsync.adapters.dicom.server import DicomServer
 from radsync.adapters.persistence.engine import Engines
 from radsync.app.reconcile import LinkOrder, Split
+from radsync.bootstrap import build_container
 from radsync.config import DicomDestinationSettings, Settings
 from radsync.domain.errors import IdentityConflict
 from radsync.domain.ids import EntityId
 
-FINDSCU, GETSCU, MOVESCU, STORESCP = "/usr/bin/findscu", "/usr/bin/getscu", "/usr/bin/movescu", "/usr/bin/storescp"
+FINDSCU, GETSCU, MOVESCU = "/usr/bin/findscu", "/usr/bin/getscu", "/usr/bin/movescu"
+STORESCP, STORESCU = "/usr/bin/storescp", "/usr/bin/storescu"
 pytestmark = pytest.mark.skipif(
-    not all(os.path.exists(t) for t in (FINDSCU, GETSCU, MOVESCU, STORESCP)), reason="dcmtk is not installed"
+    not all(os.path.exists(t) for t in (FINDSCU, GETSCU, MOVESCU, STORESCP, STORESCU)), reason="dcmtk is not installed"
 )
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
 NEW_STUDY = "1.2.826.0.1.3680043.10.999.77"
@@ -183,3 +185,32 @@ def test_linking_another_patients_order_is_refused(grouped) -> None:  # type: ig
     with pytest.raises(IdentityConflict):
         archive.hub.run(lambda uow: archive.hub.studies.link_order(
             uow, LinkOrder(STUDY_MATCHED, EntityId("ACC9"), "alice", "wrong patient")))
+
+
+def test_a_later_c_store_of_a_split_series_is_filed_under_the_new_study(database_url: str, tmp_path: Path) -> None:
+    """The modality resends part of the exam under the Study Instance UID it knows: the split holds."""
+    data = tmp_path / "data"
+    settings = Settings(data_dir=data, database_url=database_url, dicom_port=0, ae_title="RADSYNC")
+    container = build_container(settings)
+    server: DicomServer | None = None
+    try:
+        archive = build_archive(container.engines, data)
+        archive.hub.place("ACC3", JANE, modality="MR")
+        archive.hub.run(lambda uow: archive.hub.studies.split(
+            uow, Split(STUDY_MATCHED, (SERIES_MR,), EntityId("ACC3"), "alice", "MR is the other exam", NEW_STUDY)))
+        server = DicomServer(settings, container.engines, container)
+        port = server.start()
+        late = tmp_path / "late.dcm"
+        late.write_bytes(dicom_file("MR_small.dcm", study=STUDY_MATCHED, series=SERIES_MR, sop=f"{ROOT}.1.2.9",
+                                    patient_id="P1", issuer="HOSP", name="Doe^Jane"))
+        run([STORESCU, "-aet", "CT01", "-aec", "RADSYNC", "127.0.0.1", str(port), str(late)])
+
+        answers = findscu(port, tmp_path / "find", "QueryRetrieveLevel=IMAGE", f"StudyInstanceUID={NEW_STUDY}",
+                          f"SeriesInstanceUID={SERIES_MR}", "SOPInstanceUID")
+        assert sorted(a.SOPInstanceUID for a in answers) == sorted([f"{ROOT}.1.2.1", f"{ROOT}.1.2.9"])
+        [old] = study_level(port, tmp_path / "find", f"StudyInstanceUID={STUDY_MATCHED}")
+        assert int(old.NumberOfStudyRelatedSeries) == 1  # the original did not get the series back
+    finally:
+        if server is not None:
+            server.stop()
+        container.engines.dispose()
