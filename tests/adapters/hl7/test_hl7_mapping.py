@@ -12,10 +12,11 @@ from radsync.adapters.hl7.codec import Message
 from radsync.adapters.hl7.demographics import patient_update
 from radsync.adapters.hl7.errors import AckCode, Location
 from radsync.adapters.hl7.inbound import InboundContext, NotHl7, prepare
-from radsync.app.commands import ChangeStepStatus, PlaceOrder, UpdateOrder, UpdatePatient
+from radsync.app.commands import ChangeStepStatus, MergePatient, PlaceOrder, UpdateOrder, UpdatePatient
 from radsync.domain.ids import Code, EntityId, Issuer, PatientId
 from radsync.domain.order import Priority
 from radsync.domain.patient import Sex
+from radsync.domain.patient_identity import IdentityChange
 from radsync.domain.status import StepEvent
 from tests.adapters.hl7 import samples as s
 
@@ -306,3 +307,19 @@ def test_a_mapping_bug_costs_one_internal_error_not_the_listener(monkeypatch: py
     assert prepared.internal and prepared.error is not None
     assert (prepared.error.ack, prepared.error.code.value) == (AckCode.ERROR, 207)
     assert prepared.error.location is None or isinstance(prepared.error.location, Location)
+
+
+def test_adt_a40_maps_to_a_merge_with_the_evn2_source_time() -> None:
+    [command] = prepare(s.ADT_A40.encode(), CONTEXT).commands
+    assert isinstance(command, MergePatient) and command.change is IdentityChange.MERGE
+    assert command.prior == PatientId("TMP-0042", Issuer("GENHOSP"), "MR")
+    assert command.survivor.id == PatientId("100234999", Issuer("GENHOSP"), "MR")
+    assert command.survivor.source_time == dt.datetime(2024, 6, 11, 15, 59, 58)  # EVN-2, not MSH-7
+    a47 = s.ADT_A40.replace("ADT^A40^ADT_A39", "ADT^A47^ADT_A30").encode()
+    assert prepare(a47, CONTEXT).commands[0].change is IdentityChange.CHANGE_ID  # type: ignore[union-attr]
+
+
+def test_an_update_without_evn2_takes_its_source_time_from_msh7() -> None:
+    [command] = prepare(s.ADT_A08.replace("EVN|A08|20240611115959", "EVN|A08").encode(), CONTEXT).commands
+    assert isinstance(command, UpdatePatient)
+    assert command.patient.source_time == dt.datetime(2024, 6, 11, 12, 0, 0)
