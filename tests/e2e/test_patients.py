@@ -23,7 +23,8 @@ from hl7.client import MLLPClient
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pynetdicom import AE
-from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
+from pydicom.sequence import Sequence
+from pynetdicom.sop_class import CTImageStorage, ModalityPerformedProcedureStep  # type: ignore[attr-defined]
 from sqlalchemy import text
 
 from radsync.adapters.dicom.server import DicomServer
@@ -128,6 +129,35 @@ class Site:
             return int(assoc.send_c_store(path).Status)
         finally:
             assoc.release()
+
+    def mpps_in_progress(self, uid: str, patient_id: str) -> None:
+        """N-CREATE an unscheduled MPPS (no Scheduled Step Attributes naming an order) for ``patient_id``."""
+        ae = AE(ae_title="CT01")
+        ae.add_requested_context(ModalityPerformedProcedureStep)
+        assoc = ae.associate("127.0.0.1", self.dicom_port, ae_title="RADSYNC")
+        assert assoc.is_established
+        try:
+            item = Dataset()
+            item.StudyInstanceUID, item.AccessionNumber = f"{uid}.9", ""
+            item.RequestedProcedureID = item.ScheduledProcedureStepID = ""
+            item.ReferencedStudySequence = Sequence()
+            create = Dataset()
+            create.ScheduledStepAttributesSequence = Sequence([item])
+            create.PatientID, create.PatientName = patient_id, "Rossi^Maria"
+            create.PerformedProcedureStepID, create.PerformedStationAETitle, create.Modality = "PPS1", "CT01", "CT"
+            create.PerformedProcedureStepStartDate, create.PerformedProcedureStepStartTime = "20240612", "083000"
+            create.PerformedProcedureStepStatus = "IN PROGRESS"
+            create.PerformedProcedureStepEndDate = create.PerformedProcedureStepEndTime = ""
+            create.PerformedSeriesSequence = Sequence()
+            status, _ = assoc.send_n_create(create, ModalityPerformedProcedureStep, uid)
+            assert status.Status == 0
+        finally:
+            assoc.release()
+
+    def mpps_state(self, uid: str) -> tuple[str, str]:
+        with self.container.engines.read.connect() as conn:
+            row = conn.execute(text("SELECT state, patient_id FROM mpps WHERE sop_instance_uid = :u"), {"u": uid}).one()
+        return str(row.state), str(row.patient_id)
 
     def study_state(self, uid: str) -> str:
         response = self.http.get(f"/api/studies/{uid}")
@@ -309,3 +339,11 @@ def test_a_correction_through_the_api_is_audited_shown_at_once_and_sent_as_adt_a
     assert str(a08.segment("PID")[3][0][0]) == "P5" and str(a08.segment("PID")[5]) == "Smith^John"
     assert str(a08.segment("PID")[7]) == "19700413" and str(a08.segment("EVN")[1]) == "A08"
     assert str(a08.segment("MSH")[12]) == "2.5.1"
+
+
+def test_an_unassigned_mpps_under_the_prior_id_is_reconciled_to_the_survivor_at_the_merge(site: Site) -> None:
+    site.accepted(orm("P8", "Rossi^Maria", "ACC8", "O1"))
+    site.mpps_in_progress(f"{ROOT}.8", "TMP8")
+    assert site.mpps_state(f"{ROOT}.8") == ("unassigned", "TMP8")
+    site.accepted(adt("A40", "P8", "Rossi^Maria", "M1", msh7="20240611160000", prior="TMP8", structure="ADT_A39"))
+    assert site.mpps_state(f"{ROOT}.8") == ("matched", "P8")

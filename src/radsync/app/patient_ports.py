@@ -30,6 +30,7 @@ class MovedRecords:
     studies: int = 0
     mpps: int = 0
     study_uids: tuple[str, ...] = ()
+    mpps_uids: tuple[str, ...] = ()  # moved MPPS that are not MATCHED
 
     def as_dict(self) -> dict[str, int]:
         return {"orders": self.orders, "steps": self.steps, "studies": self.studies, "mpps": self.mpps}

@@ -139,7 +139,7 @@ class PatientService:
             new={"patient_id": identifier_text(patient.id), "moved": moved.as_dict(), "plan": plan.value},
             message_id=uow.message_id,
         ))
-        self._reconcile_moved(uow, moved.study_uids)
+        self._reconcile_moved(uow, moved)
         event = "A40" if command.change is IdentityChange.MERGE else "A47"
         for destination in uow.outbox.destinations("patient"):
             address = Addressed(destination, new_control_id(), uow.now())
@@ -183,13 +183,18 @@ class PatientService:
         survivor = uow.identities.alias_target(pid)
         return Resolved(survivor, via_alias=True) if survivor is not None else Resolved(None)
 
-    def _reconcile_moved(self, uow: UnitOfWork, study_uids: tuple[str, ...]) -> None:
+    def _reconcile_moved(self, uow: UnitOfWork, moved: MovedRecords) -> None:
+        """Studies and MPPS that moved and are not MATCHED are decided again, now as the survivor's."""
         if self._reconciler is None:
             return
-        for uid in study_uids:
+        for uid in moved.study_uids:
             study = uow.studies.get(uid)
             if study is not None:
                 self._reconciler.decide_study(uow, study, trigger="patient.merge")
+        for uid in moved.mpps_uids:
+            record = uow.mpps.get(uid)
+            if record is not None:
+                self._reconciler.decide_mpps(uow, record.mpps, (record.state, record.reason), trigger="patient.merge")
 
     def _announce(self, uow: UnitOfWork, patient: Patient) -> None:
         """ADT^A08 with the current demographics to every destination subscribed to ``patient``."""

@@ -158,7 +158,7 @@ class SqlPatientIdentity:
         self._rows.forget()
         received = self.move_received(prior, survivor)
         return MovedRecords(moved_orders.rowcount, moved_steps.rowcount, received.studies, received.mpps,
-                            received.study_uids)
+                            received.study_uids, received.mpps_uids)
 
     def rename(self, prior: PatientId, survivor: PatientId) -> MovedRecords:
         """The prior patient row takes the survivor's identifier (A47, or a merge into an unknown survivor)."""
@@ -172,22 +172,23 @@ class SqlPatientIdentity:
         self._rows.forget()
         count_orders = self._conn.execute(select(orders.c.pk).where(orders.c.patient_pk == pk)).all()
         received = self.move_received(prior, survivor)
-        return MovedRecords(len(count_orders), 0, received.studies, received.mpps, received.study_uids)
+        return MovedRecords(len(count_orders), 0, received.studies, received.mpps, received.study_uids,
+                            received.mpps_uids)
 
     def move_received(self, prior: PatientId, survivor: PatientId) -> MovedRecords:
         """Studies and MPPS received under ``prior`` (unqualified or same issuer) are re-keyed to ``survivor``.
 
         The identifier as received is kept in ``details.received_patient_id``. Returns the UIDs of the studies
-        that are not MATCHED, for the caller to reconcile again.
+        and MPPS that are not MATCHED, for the caller to reconcile again.
         """
         study_uids: list[str] = []
+        mpps_uids: list[str] = []
         counts = []
         for table in (studies, mpps):
             where = and_(table.c.patient_id == prior.value,
                          or_(table.c.patient_issuer == prior.issuer.namespace, table.c.patient_issuer == ""))
-            columns = [table.c.pk, table.c.details, table.c.state]
-            if table is studies:
-                columns.append(studies.c.study_instance_uid)
+            uid = studies.c.study_instance_uid if table is studies else mpps.c.sop_instance_uid
+            columns = [table.c.pk, table.c.details, table.c.state, uid.label("uid")]
             rows = self._conn.execute(select(*columns).where(where)).all()
             for r in rows:
                 details = dict(r.details)
@@ -197,10 +198,10 @@ class SqlPatientIdentity:
                     patient_id=survivor.value, patient_issuer=survivor.issuer.namespace, details=details,
                     updated_at=self._now,
                 ))
-                if table is studies and r.state != "matched":
-                    study_uids.append(r.study_instance_uid)
+                if r.state != "matched":
+                    (study_uids if table is studies else mpps_uids).append(r.uid)
             counts.append(len(rows))
-        return MovedRecords(0, 0, counts[0], counts[1], tuple(study_uids))
+        return MovedRecords(0, 0, counts[0], counts[1], tuple(study_uids), tuple(mpps_uids))
 
     # -- internals -----------------------------------------------------------------------------------------
 
