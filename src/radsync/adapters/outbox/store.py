@@ -18,6 +18,7 @@ the message is sent again with the same control ID: delivery is at-least-once, a
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -26,13 +27,16 @@ from typing import Any
 from sqlalchemy import (
     BindParameter,
     Connection,
-    CursorResult,
     Engine,
+    Select,
+    Update,
     and_,
     bindparam,
+    case,
     insert,
     or_,
     select,
+    union_all,
     update,
 )
 
@@ -217,7 +221,9 @@ class QueueStore:
         ``sent`` (acknowledged messages of an earlier batch) are recorded in the same transaction: one transaction
         per batch instead of two. ``after`` names rows this owner holds and is sending now (the batch in flight):
         they are passed over, so the next batch can be claimed while the current one is delivered. The worker
-        hands the next batch back if the current one fails, so nothing overtakes.
+        hands the next batch back if the current one fails, so nothing overtakes. A worker holds no other rows
+        of its destination (restarts and errors release them), so the database passes over every row of the
+        destination held by ``owner``; the ids only say that there are some.
         """
         now = self._clock()
         try:
@@ -236,30 +242,29 @@ class QueueStore:
         after: frozenset[int],
     ) -> Claim:
         with self._engine.begin() as conn:
-            lost = _record_sent(conn, owner, sent)
-            rows = conn.execute(
-                _QUEUE_HEAD, {"p_destination": destination, "p_limit": limit + len(after)}
-            ).all()
-            ready: list[Any] = []  # rows of _QUEUE_HEAD
+            lost = _record_sent(conn, owner, sent, now)
+            params: dict[str, Any] = {"p_destination": destination, "p_limit": limit, "p_now": now}
+            if after:
+                params["p_owner"] = owner
+            rows = conn.execute(_QUEUE_HEAD_AFTER if after else _QUEUE_HEAD, params).all()
+            ready: list[Any] = []  # rows of _QUEUE_HEAD: the ready prefix, payloads included
             for row in rows:
-                if row.pk in after and row.state == OutboxState.SENDING and row.claimed_by == owner:
-                    continue
-                if not _ready(row.state, row.next_attempt_at, row.lease_until, now):
-                    if not ready:
-                        due = row.next_attempt_at if row.state == OutboxState.FAILED else row.lease_until
-                        return Claim(head_due_at=due, lost=lost)
+                if not row.ready:
                     break
                 ready.append(row)
             if not ready:
-                return Claim(lost=lost)
-            ids = [r.pk for r in ready]
-            params = {"p_ids": ids, "p_owner": owner, "p_now": now, "p_until": now + self._lease}
-            if conn.execute(_CLAIM, params).rowcount != len(ready):
+                if not rows:
+                    return Claim(lost=lost)
+                due = conn.execute(_DUE, {"p_pk": rows[0].pk}).scalar()
+                return Claim(head_due_at=due, lost=lost)
+            size = _bucket(len(ready))
+            params = _keys([r.pk for r in ready], size)
+            params.update(p_owner=owner, p_now=now, p_until=now + self._lease)
+            if conn.execute(_claim_statement(size), params).rowcount != len(ready):
                 raise _LostRace  # rolls the partial claim back
-            payloads = {row.outbox_pk: row.payload for row in conn.execute(_PAYLOADS, {"p_ids": ids})}
         return Claim(
             messages=tuple(
-                ClaimedMessage(r.pk, r.control_id, r.message_type, bytes(payloads[r.pk]), r.attempts) for r in ready
+                ClaimedMessage(r.pk, r.control_id, r.message_type, bytes(r.payload), r.attempts) for r in ready
             ),
             lost=lost,
         )
@@ -279,7 +284,7 @@ class QueueStore:
         """
         now = self._clock()
         with self._engine.begin() as conn:
-            lost = _record_sent(conn, owner, sent)
+            lost = _record_sent(conn, owner, sent, now)
             if failure is not None:
                 lost += 1 - conn.execute(
                     _FAIL,
@@ -301,13 +306,32 @@ class QueueStore:
         return lost
 
 
-def _record_sent(conn: Connection, owner: str, sent: Sequence[SentMark]) -> int:
-    """Mark acknowledged rows sent (one executemany); returns how many were no longer held by ``owner``."""
-    if not sent:
-        return 0
-    params = [{"p_pk": m.id, "p_owner": owner, "p_at": m.at, "p_latency": m.ack_latency, "p_code": m.ack_code}
-              for m in sent]
-    return len(sent) - _rowcount(conn.execute(_SENT, params), len(sent))
+def _record_sent(conn: Connection, owner: str, sent: Sequence[SentMark], now: dt.datetime) -> int:
+    """Mark acknowledged rows sent, one set-based UPDATE per group of at most ``_GROUP`` rows; returns how many
+    were no longer held by ``owner``."""
+    lost = 0
+    for start in range(0, len(sent), _GROUP):
+        group = sent[start:start + _GROUP]
+        size = _bucket(len(group))
+        padded = list(group) + [group[-1]] * (size - len(group))  # a repeated row is changed once
+        params: dict[str, Any] = {"p_owner": owner, "p_now": now}
+        for i, mark in enumerate(padded):
+            params[f"k{i}"] = mark.id
+            params[f"t{i}"] = mark.at
+            params[f"l{i}"] = mark.ack_latency
+            params[f"c{i}"] = mark.ack_code
+        lost += len(group) - int(conn.execute(_sent_statement(size), params).rowcount)
+    return lost
+
+
+def _bucket(n: int) -> int:
+    """The statement size for ``n`` rows: the next power of two, so few statement shapes exist (and are cached)."""
+    return 1 << max(0, n - 1).bit_length()
+
+
+def _keys(ids: Sequence[int], size: int) -> dict[str, Any]:
+    """``k0``..``k{size-1}``: the ids, the last one repeated to fill the statement (IN ignores repeats)."""
+    return {f"k{i}": ids[min(i, len(ids) - 1)] for i in range(size)}
 
 
 # -- the statements ------------------------------------------------------------------------------------------
@@ -317,44 +341,102 @@ _HELD = and_(_c.state == OutboxState.SENDING, _c.claimed_by == bindparam("p_owne
 _IDS: BindParameter[Any] = bindparam("p_ids", expanding=True)
 _UNCLAIMED = {"claimed_by": None, "lease_until": None}
 
-_QUEUE_HEAD = (
-    select(_c.pk, _c.state, _c.next_attempt_at, _c.lease_until, _c.claimed_by, _c.control_id, _c.message_type,
-           _c.attempts)
-    .where(_c.destination == bindparam("p_destination"), _c.state.in_(QUEUE_STATES))
-    .order_by(_c.pk)
-    .limit(bindparam("p_limit"))
+_READY = or_(  # ready to be claimed now; also the compare-and-set condition of the claim
+    _c.state == OutboxState.PENDING,
+    and_(_c.state == OutboxState.FAILED, _c.next_attempt_at <= bindparam("p_now")),
+    and_(_c.state == OutboxState.SENDING, _c.lease_until < bindparam("p_now")),
 )
-_PAYLOADS = select(outbox_payloads.c.outbox_pk, outbox_payloads.c.payload).where(outbox_payloads.c.outbox_pk.in_(_IDS))
-_CLAIM = (
-    update(outbox)
-    .where(
-        _c.pk.in_(_IDS),
-        or_(  # the compare-and-set: each row still as ready as the SELECT saw it
-            _c.state == OutboxState.PENDING,
-            and_(_c.state == OutboxState.FAILED, _c.next_attempt_at <= bindparam("p_now")),
-            and_(_c.state == OutboxState.SENDING, _c.lease_until < bindparam("p_now")),
-        ),
+_p = outbox_payloads.c
+
+
+def _queue_head(*, passing_over: bool) -> Select[Any]:
+    """The first ``p_limit`` rows of a destination's queue with their payloads, readiness decided in SQL.
+
+    One ordered index range per queue state (``ix_outbox_destination_state`` is destination, state, pk), merged
+    by pk: each range stops after ``p_limit`` entries. ``state IN (...) ORDER BY pk`` instead made the database
+    read and sort the whole queue on every claim, thousands of rows for a batch of 64. The timestamps are
+    compared by the database, so the worker never converts those of the rows it is about to send.
+    ``passing_over``: skip the rows ``p_owner`` is sending now, so the next batch is claimed while they are on the
+    wire.
+    """
+    ranges = []
+    for state in QUEUE_STATES:
+        part = select(_c.pk, _c.state, _c.next_attempt_at, _c.lease_until).where(
+            _c.destination == bindparam("p_destination"), _c.state == state
+        )
+        if passing_over and state == OutboxState.SENDING:
+            part = part.where(_c.claimed_by != bindparam("p_owner"))  # sending rows always have a claimer
+        ranges.append(select(part.order_by(_c.pk).limit(bindparam("p_limit")).subquery()))
+    head = union_all(*ranges).subquery("head")
+    ready = or_(
+        head.c.state == OutboxState.PENDING,
+        and_(head.c.state == OutboxState.FAILED, head.c.next_attempt_at <= bindparam("p_now")),
+        and_(head.c.state == OutboxState.SENDING, head.c.lease_until < bindparam("p_now")),
     )
-    .values(
-        state=OutboxState.SENDING,
-        claimed_by=bindparam("p_owner"),
-        lease_until=bindparam("p_until"),
-        updated_at=bindparam("p_now"),
+    return (
+        select(_c.pk, _c.control_id, _c.message_type, _c.attempts, case((ready, 1), else_=0).label("ready"),
+               _p.payload)
+        .select_from(head.join(outbox, _c.pk == head.c.pk).join(outbox_payloads, _p.outbox_pk == head.c.pk))
+        .order_by(head.c.pk)
+        .limit(bindparam("p_limit"))
     )
-)
-_SENT = (
-    update(outbox)
-    .where(_c.pk == bindparam("p_pk"), _HELD)
-    .values(
-        state=OutboxState.SENT,
-        sent_at=bindparam("p_at"),
-        ack_latency=bindparam("p_latency"),
-        ack_code=bindparam("p_code"),
-        last_error="",
-        updated_at=bindparam("p_at"),
-        **_UNCLAIMED,
+
+
+_QUEUE_HEAD = _queue_head(passing_over=False)
+_QUEUE_HEAD_AFTER = _queue_head(passing_over=True)
+_DUE = select(
+    case((_c.state == OutboxState.FAILED, _c.next_attempt_at), else_=_c.lease_until)
+).where(_c.pk == bindparam("p_pk"))
+_GROUP = 128
+"""Most rows one claim or sent statement names (claims take ``batch_size`` rows, 64 by default)."""
+
+
+def _pks(size: int) -> Any:
+    """``pk IN (:k0, ..., :k{size-1})``: a fixed list (an expanding IN is rewritten on every execution)."""
+    return _c.pk.in_([bindparam(f"k{i}", type_=_c.pk.type) for i in range(size)])
+
+
+@functools.cache
+def _claim_statement(size: int) -> Update:
+    """Claim up to ``size`` rows, each only if still as ready as the SELECT saw it: the compare-and-set."""
+    return (
+        update(outbox)
+        .where(_pks(size), _READY)
+        .values(
+            state=OutboxState.SENDING,
+            claimed_by=bindparam("p_owner"),
+            lease_until=bindparam("p_until"),
+            updated_at=bindparam("p_now"),
+        )
     )
-)
+
+
+@functools.cache
+def _sent_statement(size: int) -> Update:
+    """Mark up to ``size`` held rows sent in one statement, time, latency and code chosen per row by CASE.
+
+    One set-based statement instead of one UPDATE per row (an executemany): the per-row cost in the driver and
+    in SQLAlchemy was most of the worker's own database time at thousands of messages a second.
+    """
+    def per_row(prefix: str, column: Any) -> Any:
+        return case(*[(_c.pk == bindparam(f"k{i}", type_=_c.pk.type), bindparam(f"{prefix}{i}", type_=column.type))
+                      for i in range(size)])
+
+    return (
+        update(outbox)
+        .where(_pks(size), _HELD)
+        .values(
+            state=OutboxState.SENT,
+            sent_at=per_row("t", _c.sent_at),
+            ack_latency=per_row("l", _c.ack_latency),
+            ack_code=per_row("c", _c.ack_code),
+            last_error="",
+            updated_at=bindparam("p_now"),
+            **_UNCLAIMED,
+        )
+    )
+
+
 _FAIL = (
     update(outbox)
     .where(_c.pk == bindparam("p_pk"), _HELD)
@@ -391,17 +473,3 @@ _RECOVER = (
 
 class _LostRace(Exception):
     """A compare-and-set claim matched fewer rows than it selected."""
-
-
-def _ready(state: str, next_attempt_at: dt.datetime, lease_until: dt.datetime | None, now: dt.datetime) -> bool:
-    if state == OutboxState.PENDING:
-        return True
-    if state == OutboxState.FAILED:
-        return next_attempt_at <= now
-    return lease_until is not None and lease_until < now  # sending: only when its claimer's lease has expired
-
-
-def _rowcount(result: CursorResult[Any], expected: int) -> int:
-    """Rows an executemany UPDATE changed; drivers that cannot tell (-1) are taken at their word."""
-    count = result.rowcount
-    return expected if count is None or count < 0 else int(count)
