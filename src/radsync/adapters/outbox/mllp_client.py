@@ -11,12 +11,19 @@ must get right (FIELD-NOTES item 8, MAPPING.md §6.5):
 - a reused connection the receiver has meanwhile closed gets one immediate resend on a fresh connection (the same
   bytes and control ID, so harmless), instead of a counted failure;
 - TCP_NODELAY on the socket (PERF-NOTES: Nagle costs ~40 ms per turn on loopback).
+
+The ACK timeout is one watchdog timer per connection, not a timer per message: at thousands of messages a second
+arming and cancelling an ``asyncio.timeout`` per message was a noticeable part of the sending loop. The watchdog
+is armed at the deadline of the message in flight; when it fires and a later message is in flight by then, it
+re-arms itself at that message's deadline; when the message in flight is overdue it aborts the connection, which
+ends the wait for its ACK.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import socket
 import time
 
@@ -42,6 +49,9 @@ class MllpTransport:
         self._dest = destination
         self._reader: HL7StreamReader | None = None
         self._writer: HL7StreamWriter | None = None
+        self._deadline = math.inf  # loop time by which the message in flight must be answered (inf: none)
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._timed_out = False  # the watchdog aborted the connection
 
     async def deliver(self, control_id: str, payload: bytes) -> Receipt:
         reused = await self._ensure_connected()
@@ -61,6 +71,9 @@ class MllpTransport:
             raise DeliveryError(f"connection lost before the ACK: {lost}", reason="connection lost") from None
 
     async def close(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         writer, self._reader, self._writer = self._writer, None, None
         if writer is None:
             return
@@ -72,6 +85,22 @@ class MllpTransport:
             pass
 
     # -- internals ---------------------------------------------------------------------------------------------
+
+    async def _raise_if_timed_out(self) -> None:
+        if self._timed_out:
+            await self.close()
+            raise DeliveryError(f"no ACK within {self._dest.ack_timeout:g} s", reason="timeout")
+
+    def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The watchdog fired: re-arm for a later message in flight, or end an overdue wait by aborting."""
+        self._watchdog = None
+        if self._deadline == math.inf or self._writer is None:
+            return  # nothing in flight: the next message arms a new watchdog
+        if loop.time() < self._deadline:
+            self._watchdog = loop.call_at(self._deadline, self._watch, loop)
+            return
+        self._timed_out = True
+        self._writer.transport.abort()  # the pending readblock() ends with IncompleteReadError
 
     async def _ensure_connected(self) -> bool:
         """Open a connection unless a usable one is open; True when an existing one is reused."""
@@ -94,6 +123,7 @@ class MllpTransport:
             raise DestinationUnavailable(
                 f"cannot connect to {self._dest.host}:{self._dest.port}: {exc.strerror or exc}", reason="connect"
             ) from None
+        self._timed_out = False
         sock = self._writer.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -101,28 +131,32 @@ class MllpTransport:
         return False
 
     async def _exchange(self, control_id: str, payload: bytes) -> Receipt:
+        try:
+            return await self._await_ack(control_id, payload)
+        finally:
+            self._deadline = math.inf
+
+    async def _await_ack(self, control_id: str, payload: bytes) -> Receipt:
         assert self._reader is not None and self._writer is not None
         reader, writer = self._reader, self._writer
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
-        deadline = loop.time() + self._dest.ack_timeout
+        self._deadline = loop.time() + self._dest.ack_timeout
+        if self._watchdog is None:
+            self._watchdog = loop.call_at(self._deadline, self._watch, loop)
         try:
             writer.writeblock(payload)
             await writer.drain()
         except OSError as exc:
+            await self._raise_if_timed_out()
             raise _ConnectionLost(type(exc).__name__) from None
         while True:
             try:
-                async with asyncio.timeout_at(deadline):
-                    block = await reader.readblock()
-            except TimeoutError:
-                await self.close()
-                raise DeliveryError(
-                    f"no ACK within {self._dest.ack_timeout:g} s", reason="timeout"
-                ) from None
-            except asyncio.IncompleteReadError:
-                raise _ConnectionLost("closed by the receiver") from None
-            except OSError as exc:
+                block = await reader.readblock()
+            except (asyncio.IncompleteReadError, OSError) as exc:
+                await self._raise_if_timed_out()
+                if isinstance(exc, asyncio.IncompleteReadError):
+                    raise _ConnectionLost("closed by the receiver") from None
                 raise _ConnectionLost(type(exc).__name__) from None
             except (InvalidBlockError, ValueError):
                 await self.close()

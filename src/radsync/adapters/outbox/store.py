@@ -22,7 +22,7 @@ import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     BindParameter,
@@ -144,8 +144,9 @@ def _order_pk(conn: Connection, key: OrderKey) -> int | None:
 # -- delivery: the worker's side -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class ClaimedMessage:
+class ClaimedMessage(NamedTuple):
+    """A claimed message (a named tuple: thousands are made a second, on the worker's threads)."""
+
     id: int
     control_id: str
     message_type: str
@@ -162,8 +163,9 @@ class Claim:
     lost: int = 0  # acknowledged rows recorded with the claim that another node had taken over meanwhile
 
 
-@dataclass(frozen=True, slots=True)
-class SentMark:
+class SentMark(NamedTuple):
+    """An acknowledged message, to be recorded (a named tuple, made once per message on the sending loop)."""
+
     id: int
     at: dt.datetime
     ack_latency: float
@@ -226,6 +228,7 @@ class QueueStore:
         destination held by ``owner``; the ids only say that there are some.
         """
         now = self._clock()
+        limit = min(limit, len(_NAMES))
         try:
             return self._claim(destination, owner, limit, now, sent, frozenset(after))
         except _LostRace:
@@ -247,27 +250,22 @@ class QueueStore:
             if after:
                 params["p_owner"] = owner
             rows = conn.execute(_QUEUE_HEAD_AFTER if after else _QUEUE_HEAD, params).all()
-            ready: list[Any] = []  # rows of _QUEUE_HEAD: the ready prefix, payloads included
-            for row in rows:
-                if not row.ready:
+            ready: list[ClaimedMessage] = []  # the ready prefix
+            for pk, control_id, message_type, attempts, is_ready, payload in rows:
+                if not is_ready:
                     break
-                ready.append(row)
+                ready.append(ClaimedMessage(pk, control_id, message_type, bytes(payload), attempts))
             if not ready:
                 if not rows:
                     return Claim(lost=lost)
                 due = conn.execute(_DUE, {"p_pk": rows[0].pk}).scalar()
                 return Claim(head_due_at=due, lost=lost)
             size = _bucket(len(ready))
-            params = _keys([r.pk for r in ready], size)
+            params = _keys([m.id for m in ready], size)
             params.update(p_owner=owner, p_now=now, p_until=now + self._lease)
             if conn.execute(_claim_statement(size), params).rowcount != len(ready):
                 raise _LostRace  # rolls the partial claim back
-        return Claim(
-            messages=tuple(
-                ClaimedMessage(r.pk, r.control_id, r.message_type, bytes(r.payload), r.attempts) for r in ready
-            ),
-            lost=lost,
-        )
+        return Claim(messages=tuple(ready), lost=lost)
 
     def settle(
         self,
@@ -315,11 +313,8 @@ def _record_sent(conn: Connection, owner: str, sent: Sequence[SentMark], now: dt
         size = _bucket(len(group))
         padded = list(group) + [group[-1]] * (size - len(group))  # a repeated row is changed once
         params: dict[str, Any] = {"p_owner": owner, "p_now": now}
-        for i, mark in enumerate(padded):
-            params[f"k{i}"] = mark.id
-            params[f"t{i}"] = mark.at
-            params[f"l{i}"] = mark.ack_latency
-            params[f"c{i}"] = mark.ack_code
+        for (k, t, lat, c), mark in zip(_NAMES, padded, strict=False):
+            params[k], params[t], params[lat], params[c] = mark
         lost += len(group) - int(conn.execute(_sent_statement(size), params).rowcount)
     return lost
 
@@ -331,7 +326,8 @@ def _bucket(n: int) -> int:
 
 def _keys(ids: Sequence[int], size: int) -> dict[str, Any]:
     """``k0``..``k{size-1}``: the ids, the last one repeated to fill the statement (IN ignores repeats)."""
-    return {f"k{i}": ids[min(i, len(ids) - 1)] for i in range(size)}
+    last = len(ids) - 1
+    return {_NAMES[i][0]: ids[min(i, last)] for i in range(size)}
 
 
 # -- the statements ------------------------------------------------------------------------------------------
@@ -387,8 +383,9 @@ _QUEUE_HEAD_AFTER = _queue_head(passing_over=True)
 _DUE = select(
     case((_c.state == OutboxState.FAILED, _c.next_attempt_at), else_=_c.lease_until)
 ).where(_c.pk == bindparam("p_pk"))
-_GROUP = 128
-"""Most rows one claim or sent statement names (claims take ``batch_size`` rows, 64 by default)."""
+_GROUP = 256
+"""Most rows one sent statement names; a claim names its whole batch (``batch_size`` rows)."""
+_NAMES = [(f"k{i}", f"t{i}", f"l{i}", f"c{i}") for i in range(1024)]  # bind names: id, sent at, latency, code
 
 
 def _pks(size: int) -> Any:
