@@ -66,7 +66,11 @@ def test_rows_come_back_processed_and_unsupported_forms_fall_back(engines: Engin
         found = fast_sql.rows(conn, _BY_IDS, {"ids": ["P1", "P3"]})
         lookup = select(patients.c.name, patients.c.details).where(patients.c.patient_id == bindparam("v"))
         [(name, details)] = fast_sql.rows(conn, lookup, {"v": "P2"})
+        # an IN over a list fixed in the statement is expanded once and runs on the cursor
+        fixed = select(patients.c.patient_id).where(patients.c.sex.in_(["F", "O"]), patients.c.patient_id != "P2")
+        same_sex = fast_sql.rows(conn, fixed.order_by(patients.c.patient_id), {})
     assert [r[0] for r in found] == ["P1", "P3"]
+    assert [r.patient_id for r in same_sex] == ["P1", "P3"]
     assert found[0][1]["allergies"] == ["latex"]
     assert (name, details["address"]) == ("Doe^Jane", "Rue de l'Été 1")  # JSON parsed on both backends
 

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, bindparam, delete, insert, or_, select, update
 
 from radsync.adapters.persistence import codec as c
+from radsync.adapters.persistence import fast_sql
 from radsync.adapters.persistence.repositories import SqlPatientRepository
 from radsync.adapters.persistence.tables import (
     message_log,
@@ -58,7 +59,7 @@ class SqlPatientIdentity:
         """
         if not alias.value.strip():
             return None
-        rows = self._conn.execute(_ALIAS_CANDIDATES, {"v": alias.value.strip()}).all()
+        rows = fast_sql.rows(self._conn, _ALIAS_CANDIDATES, {"v": alias.value.strip()})
         wanted = alias.issuer
         exact = [r for r in rows if (r.issuer, r.issuer_uid) == (wanted.namespace, wanted.universal_id)]
         if not exact and wanted.is_empty() and len(rows) == 1:
@@ -113,7 +114,7 @@ class SqlPatientIdentity:
         pk = self._rows.pk_of(patient)
         if pk is None:
             raise LookupError("history for a patient that is not stored")
-        self._conn.execute(_INSERT_HISTORY, {
+        fast_sql.rows(self._conn, _INSERT_HISTORY, {
             "patient_pk": pk, "at": self._now, "kind": entry.kind, "patient_id": patient.value,
             "issuer": patient.issuer.namespace, "actor": entry.actor[:200], "message_pk": entry.message_id,
             "source_time": entry.source_time, "old": entry.old, "new": entry.new,

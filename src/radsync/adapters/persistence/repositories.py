@@ -97,14 +97,15 @@ class SqlPatientRepository:
         self._pks: dict[tuple[str, str, str], int | None] = {}
 
     def get(self, patient_id: PatientId) -> Patient | None:
-        row = self._conn.execute(_PATIENT_BY_ID, _identifier_params(patient_id)).first()
+        found = fast_sql.rows(self._conn, _PATIENT_BY_ID, _identifier_params(patient_id))
+        row = found[0] if found else None
         self._pks[_pk_key(patient_id)] = row.pk if row is not None else None
-        return _patient_from_row(row._mapping) if row is not None else None
+        return _patient_from_row(row._asdict()) if row is not None else None
 
     def pk_of(self, patient_id: PatientId) -> int | None:
         key = _pk_key(patient_id)
         if key not in self._pks:
-            self._pks[key] = self._conn.execute(_PATIENT_PK_BY_ID, _identifier_params(patient_id)).scalar()
+            self._pks[key] = fast_sql.scalar(self._conn, _PATIENT_PK_BY_ID, _identifier_params(patient_id))
         return self._pks[key]
 
     def forget(self) -> None:
@@ -115,9 +116,9 @@ class SqlPatientRepository:
         values = _patient_values(patient) | {"updated_at": self._now}
         pk = self.pk_of(patient.id)
         if pk is None:
-            self._pks[_pk_key(patient.id)] = self._conn.execute(_INSERT_PATIENT, values).scalar_one()
+            self._pks[_pk_key(patient.id)] = fast_sql.scalar(self._conn, _INSERT_PATIENT, values)
         else:
-            self._conn.execute(_UPDATE_PATIENT, values | {"_pk": pk})
+            fast_sql.rows(self._conn, _UPDATE_PATIENT, values | {"_pk": pk})
 
 
 def _pk_key(pid: PatientId) -> tuple[str, str, str]:
