@@ -215,8 +215,7 @@ class Hl7Intake:
             log.error("HL7 message could not be committed (%s); answered AR 207", type(exc).__name__)
             log.debug("commit failure", exc_info=True)
             answers = [(batch[0], self._system_failure(batch[0], now))]
-        for item, answer in answers:
-            _resolve(item, answer)
+        _resolve(answers)
 
     def _one(
         self, connection: Connection, item: _Pending, now: dt.datetime, optimistic: bool
@@ -344,16 +343,23 @@ def _log_refusal(prepared: Prepared, error: Hl7Error) -> None:
     log.debug("HL7 %s refusal detail: %s", prepared.header.control_id, error.message)
 
 
-def _resolve(item: _Pending, answer: bytes | BaseException) -> None:
-    def settle() -> None:
+def _resolve(answers: list[tuple[_Pending, bytes | BaseException]]) -> None:
+    """Hand the batch's answers to their event loops: one wake-up per loop and batch, not one per message."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Pending, bytes | BaseException]]] = {}
+    for item, answer in answers:
+        by_loop.setdefault(item.loop, []).append((item, answer))
+    for loop, settled in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_settle, settled)
+        except RuntimeError:  # the loop is closed: nobody waits for these answers any more
+            pass
+
+
+def _settle(answers: list[tuple[_Pending, bytes | BaseException]]) -> None:
+    for item, answer in answers:
         if item.future.done():
-            return
+            continue
         if isinstance(answer, BaseException):
             item.future.set_exception(answer)
         else:
             item.future.set_result(answer)
-
-    try:
-        item.loop.call_soon_threadsafe(settle)
-    except RuntimeError:  # the loop is closed: nobody waits for this answer any more
-        pass
