@@ -122,3 +122,21 @@ def test_pending_responses_wait_while_the_wire_queue_is_full() -> None:
     assoc.dul.to_provider_queue.get()
     assert done.wait(2), "the response goes out once the queue drains"
     sender.join(2)
+
+
+def test_the_reactor_serves_a_message_when_it_arrives_and_polls_fast_only_while_messages_flow() -> None:
+    """No 1 ms sleeps per C-STORE while messages flow; pynetdicom's idle sleep again once they stop."""
+    import threading
+    import time
+
+    from radsync.adapters.dicom.dimse import ACTIVE_LOOP_DELAY, ACTIVE_SECONDS, IDLE_LOOP_DELAY
+
+    assoc = FakeAssoc(16000)
+    assoc.dul._run_loop_delay = IDLE_LOOP_DELAY  # type: ignore[attr-defined]
+    provider = FindResponseProvider(assoc)  # type: ignore[arg-type]
+    threading.Timer(0.002, lambda: provider.msg_queue.put((1, "message"))).start()  # type: ignore[arg-type]
+    assert provider.get_msg(block=False) == (1, "message")
+    assert assoc.dul._run_loop_delay == ACTIVE_LOOP_DELAY  # type: ignore[attr-defined]
+    time.sleep(ACTIVE_SECONDS)
+    assert provider.get_msg(block=False) == (None, None)
+    assert assoc.dul._run_loop_delay == IDLE_LOOP_DELAY  # type: ignore[attr-defined]

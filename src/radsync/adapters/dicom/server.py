@@ -23,8 +23,10 @@ answered MWL item costs a request/response turn on the wire (PERF-NOTES.md):
 * the association's DIMSE provider is ``dimse.FindResponseProvider``, which sends a pending C-FIND response as one
   PDU with a command set encoded from the standard instead of a pydicom Dataset (see dimse.py).
 
-Measured and left alone: lowering the DUL reactor's idle sleep (``_run_loop_delay``, 1 ms) per association made no
-difference once responses go out as one PDU each, so radsync does not touch that private attribute.
+The same provider keeps pynetdicom's reactors from polling while messages flow (it lowers the DUL's idle sleep,
+``_run_loop_delay``, while messages arrive and restores pynetdicom's 1 ms when idle): it made no difference to
+MWL answers once they go out as one PDU each, but one C-STORE after another on one association waited ~3 ms per
+instance in those sleeps (dimse.py).
 
 Process-wide, ``pynetdicom._config.LOG_REQUEST_IDENTIFIERS`` / ``LOG_RESPONSE_IDENTIFIERS`` are switched off: the
 first logs every query identifier (names, IDs: PHI) at INFO, the second pretty-prints every answer (decoding it
