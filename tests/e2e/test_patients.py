@@ -347,3 +347,24 @@ def test_an_unassigned_mpps_under_the_prior_id_is_reconciled_to_the_survivor_at_
     assert site.mpps_state(f"{ROOT}.8") == ("unassigned", "TMP8")
     site.accepted(adt("A40", "P8", "Rossi^Maria", "M1", msh7="20240611160000", prior="TMP8", structure="ADT_A39"))
     assert site.mpps_state(f"{ROOT}.8") == ("matched", "P8")
+
+
+def test_the_issuer_tells_apart_patients_sharing_an_id_and_bad_corrections_get_json_errors(site: Site) -> None:
+    site.accepted(orm("P9", "Ames^Ann", "ACC9", "O1"))
+    site.accepted(orm("P9", "Bell^Bea", "ACC10", "O2").replace("P9^^^GENHOSP^MR", "P9^^^OTHERHOSP^MR"))
+    ambiguous = site.http.get("/api/patients/P9/history")
+    assert ambiguous.status_code == 422 and ambiguous.json()["field"] == "patient.issuer"
+    other = site.http.get("/api/patients/P9/history", params={"issuer": "OTHERHOSP"}).json()
+    assert other["name"] == "Bell^Bea" and other["issuer"] == "OTHERHOSP"
+
+    user = {"X-Radsync-User": "bob"}
+    assert site.http.patch("/api/patients/NOBODY", json={"name": "X^Y"}, headers=user).status_code == 404
+    empty = site.http.patch("/api/patients/P9", params={"issuer": "GENHOSP"}, json={}, headers=user)
+    assert empty.status_code == 422 and empty.json()["error"] == "missing_value"
+    assert site.http.patch("/api/patients/P9", params={"issuer": "GENHOSP"}, json={"sex": "X"},
+                           headers=user).status_code == 422
+    fixed = site.http.patch("/api/patients/P9", params={"issuer": "GENHOSP"}, json={"sex": "", "actor": "carol"})
+    assert fixed.status_code == 200 and fixed.json()["sex"] == ""
+    entry = site.http.get("/api/patients/P9/history", params={"issuer": "GENHOSP"}).json()["history"][-1]
+    assert entry["by"] == {"user": "carol"} and entry["old"] == {"sex": "F"} and entry["new"] == {"sex": ""}
+    assert site.ris.messages == [m for m in site.ris.messages if "ADT^A08" in m]  # only patient messages go out
