@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from radsync.cli import db, messages, outbox, serve, studies
+from radsync.cli import db, messages, outbox, patients, serve, studies
 
 app = typer.Typer(name="radsync", help="Brokerless RIS-PACS integration hub.", no_args_is_help=True,
                   add_completion=False)
@@ -13,6 +13,7 @@ app.add_typer(db.app, name="db")
 app.add_typer(messages.app, name="messages")
 app.add_typer(studies.app, name="studies")
 app.add_typer(outbox.app, name="outbox")
+app.add_typer(patients.app, name="patients")
 
 
 def main() -> None:
