@@ -223,10 +223,16 @@ def test_an_older_update_arriving_late_does_not_roll_the_patient_back(site: Site
     # an ORM whose MSH-7 is older still places its order, but leaves the demographics alone
     site.accepted(orm("P1", "Doe^Older", "ACC2", "O2", msh7="20240611100000"))
     assert {str(i.PatientName) for i in site.mwl("PatientID=P1")} == {"Doe^Janet"}
+    # the PID of an order update (XO) follows the same rule: older ignored, newer applied
+    site.accepted(orm("P1", "Doe^Xo", "ACC1", "X1", msh7="20240611113000").replace("ORC|NW|", "ORC|XO|"))
+    assert {str(i.PatientName) for i in site.mwl("PatientID=P1")} == {"Doe^Janet"}
+    site.accepted(orm("P1", "Doe^Newest", "ACC1", "X2", msh7="20240611130000").replace("ORC|NW|", "ORC|XO|"))
+    assert {str(i.PatientName) for i in site.mwl("PatientID=P1")} == {"Doe^Newest"}
 
     history = site.history("P1")["history"]
     kinds = [e["kind"] for e in history]
-    assert kinds == ["patient.created", "demographics.updated", "demographics.stale", "demographics.stale"]
+    assert kinds == ["patient.created", "demographics.updated", "demographics.stale", "demographics.stale",
+                     "demographics.stale", "demographics.updated"]
     updated = history[1]
     assert updated["old"]["name"] == "Doe^Jane" and updated["new"]["name"] == "Doe^Janet"
     assert updated["by"]["control_id"] == "A1" and updated["by"]["sender"] == "ADT^GENHOSP"
