@@ -61,7 +61,7 @@ class OutboxDispatcher:
         metrics: OutboxMetrics | None = None,
         node: str | None = None,
         poll_interval: float = 1.0,
-        batch_size: int = 64,
+        batch_size: int = 256,
         stop_grace: float = 5.0,
         transport_factory: TransportFactory = build_transport,
     ) -> None:

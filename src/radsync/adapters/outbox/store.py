@@ -25,20 +25,28 @@ from enum import StrEnum
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
+    BigInteger,
     BindParameter,
     Connection,
+    DateTime,
     Engine,
+    Float,
     Select,
+    String,
     Update,
     and_,
+    any_,
     bindparam,
     case,
+    column,
+    func,
     insert,
     or_,
     select,
     union_all,
     update,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from radsync.adapters.persistence.tables import orders, outbox, outbox_payloads
 from radsync.app.outbox import DestinationRoutes, OutboxEvent
@@ -195,6 +203,7 @@ class QueueStore:
         self._engine = engine
         self._clock = clock
         self._lease = lease
+        self._arrays = engine.dialect.name == "postgresql"  # see _ArrayStatements
 
     def recover(self, owner: str) -> int:
         """Return to pending what ``owner`` (a previous run of this node) or an expired lease left in sending."""
@@ -245,7 +254,7 @@ class QueueStore:
         after: frozenset[int],
     ) -> Claim:
         with self._engine.begin() as conn:
-            lost = _record_sent(conn, owner, sent, now)
+            lost = self._record_sent(conn, owner, sent, now)
             params: dict[str, Any] = {"p_destination": destination, "p_limit": limit, "p_now": now}
             if after:
                 params["p_owner"] = owner
@@ -260,10 +269,15 @@ class QueueStore:
                     return Claim(lost=lost)
                 due = conn.execute(_DUE, {"p_pk": rows[0].pk}).scalar()
                 return Claim(head_due_at=due, lost=lost)
-            size = _bucket(len(ready))
-            params = _keys([m.id for m in ready], size)
-            params.update(p_owner=owner, p_now=now, p_until=now + self._lease)
-            if conn.execute(_claim_statement(size), params).rowcount != len(ready):
+            params = {"p_owner": owner, "p_now": now, "p_until": now + self._lease}
+            if self._arrays:
+                params["p_pks"] = [m.id for m in ready]
+                claim = _ArrayStatements.CLAIM
+            else:
+                size = _bucket(len(ready))
+                params.update(_keys([m.id for m in ready], size))
+                claim = _claim_statement(size)
+            if conn.execute(claim, params).rowcount != len(ready):
                 raise _LostRace  # rolls the partial claim back
         return Claim(messages=tuple(ready), lost=lost)
 
@@ -282,7 +296,7 @@ class QueueStore:
         """
         now = self._clock()
         with self._engine.begin() as conn:
-            lost = _record_sent(conn, owner, sent, now)
+            lost = self._record_sent(conn, owner, sent, now)
             if failure is not None:
                 lost += 1 - conn.execute(
                     _FAIL,
@@ -302,6 +316,16 @@ class QueueStore:
             if renew:
                 conn.execute(_RENEW, {"p_ids": list(renew), "p_owner": owner, "p_until": now + self._lease})
         return lost
+
+    def _record_sent(self, conn: Connection, owner: str, sent: Sequence[SentMark], now: dt.datetime) -> int:
+        if not sent:
+            return 0
+        if self._arrays:
+            ids, times, latencies, codes = (list(column) for column in zip(*sent, strict=True))
+            params = {"p_owner": owner, "p_now": now, "p_pks": ids, "p_ats": times, "p_lats": latencies,
+                      "p_codes": codes}
+            return len(sent) - int(conn.execute(_ArrayStatements.SENT, params).rowcount)
+        return _record_sent(conn, owner, sent, now)
 
 
 def _record_sent(conn: Connection, owner: str, sent: Sequence[SentMark], now: dt.datetime) -> int:
@@ -427,6 +451,46 @@ def _sent_statement(size: int) -> Update:
             sent_at=per_row("t", _c.sent_at),
             ack_latency=per_row("l", _c.ack_latency),
             ack_code=per_row("c", _c.ack_code),
+            last_error="",
+            updated_at=bindparam("p_now"),
+            **_UNCLAIMED,
+        )
+    )
+
+
+class _ArrayStatements:
+    """PostgreSQL: the claim and the sent marks with array parameters (``= ANY``, ``unnest``) instead of one bind
+    per row. The SQL stays short and the same for every batch, so psycopg parses it once and the server keeps
+    it prepared; a statement naming 256 rows one by one is re-parsed by psycopg on every execution."""
+
+    CLAIM = (
+        update(outbox)
+        .where(_c.pk == any_(bindparam("p_pks", type_=ARRAY(BigInteger))), _READY)
+        .values(
+            state=OutboxState.SENDING,
+            claimed_by=bindparam("p_owner"),
+            lease_until=bindparam("p_until"),
+            updated_at=bindparam("p_now"),
+        )
+    )
+    _acks = (
+        func.unnest(
+            bindparam("p_pks", type_=ARRAY(BigInteger)),
+            bindparam("p_ats", type_=ARRAY(DateTime())),
+            bindparam("p_lats", type_=ARRAY(Float())),
+            bindparam("p_codes", type_=ARRAY(String())),
+        )
+        .table_valued(column("pk", BigInteger), column("at", DateTime), column("lat", Float), column("code", String))
+        .render_derived(name="acks")
+    )
+    SENT = (
+        update(outbox)
+        .where(_c.pk == _acks.c.pk, _HELD)
+        .values(
+            state=OutboxState.SENT,
+            sent_at=_acks.c.at,
+            ack_latency=_acks.c.lat,
+            ack_code=_acks.c.code,
             last_error="",
             updated_at=bindparam("p_now"),
             **_UNCLAIMED,

@@ -52,7 +52,7 @@ class DestinationWorker:
         owner: str,
         clock: Clock,
         poll_interval: float = 1.0,
-        batch_size: int = 64,
+        batch_size: int = 256,
         flush_interval: float = 0.25,
     ) -> None:
         self.name = name
