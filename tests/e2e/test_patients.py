@@ -335,6 +335,9 @@ def test_a_correction_through_the_api_is_audited_shown_at_once_and_sent_as_adt_a
     assert str(item.PatientName) == "Smith^John" and item.AccessionNumber == "ACC6"
     [study] = site.qr("PatientID=P5", "PatientBirthDate")
     assert str(study.PatientName) == "Smith^John" and study.PatientBirthDate == "19700413"
+    body = site.http.get(f"/api/studies/{ROOT}.5").json()
+    assert body["current_patient"]["name"] == "Smith^John" and body["current_patient"]["birth_date"] == "1970-04-13"
+    assert body["as_received"]["patient"]["name"] == "Smyth^Jon"  # the study as received stays as it was
 
     last = site.history("P5")["history"][-1]
     assert last["kind"] == "demographics.updated" and last["by"] == {"user": "alice"}

@@ -20,12 +20,13 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from radsync.app.ports import UnitOfWork
+from radsync.app.ports import OrderKey, UnitOfWork
 from radsync.app.reconcile import LinkOrder, ManualReconcile, Reconciler, Split, Unlink
 from radsync.app.study_ports import StudyLocation, StudySummary
 from radsync.domain.candidates import ScoredCandidate
 from radsync.domain.errors import MissingValue
 from radsync.domain.ids import PatientId
+from radsync.domain.patient import Patient
 from radsync.domain.reconciliation import RULE_MANUAL, Decision
 from radsync.domain.study import (
     DecisionRecord,
@@ -75,6 +76,7 @@ class StudyView:
     summary: StudySummary
     candidates: tuple[ScoredCandidate, ...] = ()
     history: tuple[DecisionRecord, ...] = ()
+    patient: Patient | None = None  # a linked study's patient as radsync holds it now (single-study answers)
 
     @property
     def study(self) -> Study:
@@ -125,7 +127,8 @@ class StudyService:
         if summary is None:
             raise UnknownStudy("no such study", field="study.study_instance_uid")
         view = self._view(uow, summary, summary.study.state is not StudyState.MATCHED)
-        return StudyView(view.summary, view.candidates, tuple(uow.studies.history(study_instance_uid)))
+        return StudyView(view.summary, view.candidates, tuple(uow.studies.history(study_instance_uid)),
+                         _current_patient(uow, summary.study))
 
     def reconcile_manually(self, uow: UnitOfWork, command: ManualReconcile) -> StudyView:
         self.reconciler.reconcile_manually(uow, command)
@@ -287,6 +290,15 @@ class StudyService:
         if with_candidates:
             candidates = self.reconciler.candidates(uow, summary.study, summary.received_at.date())
         return StudyView(summary, candidates)
+
+
+def _current_patient(uow: UnitOfWork, study: Study) -> Patient | None:
+    """The patient of the study's first linked order, read now: corrections and merges show at once."""
+    for link in study.links:
+        order = uow.orders.find(OrderKey(accession=link.accession))
+        if order is not None:
+            return uow.patients.get(order.patient_id)
+    return None
 
 
 def _require(command: InstanceReceived) -> None:

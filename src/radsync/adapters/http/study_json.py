@@ -49,6 +49,8 @@ def study_json(view: StudyView, *, with_history: bool = False) -> dict[str, Any]
         "candidates": [candidate_json(rank, c) for rank, c in enumerate(view.candidates, start=1)],
     }
     if with_history:
+        # the patient as radsync holds it now (linked studies): a correction or merge shows here at once
+        body["current_patient"] = patient_json(view.patient) if view.patient is not None else None
         body["history"] = [decision_json(record) for record in view.history]
     return body
 
