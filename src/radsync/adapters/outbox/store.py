@@ -18,7 +18,7 @@ the message is sent again with the same control ID: delivery is at-least-once, a
 from __future__ import annotations
 
 import datetime as dt
-import functools
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -29,6 +29,7 @@ from sqlalchemy import (
     BindParameter,
     Connection,
     DateTime,
+    Dialect,
     Engine,
     Float,
     Select,
@@ -41,6 +42,7 @@ from sqlalchemy import (
     column,
     func,
     insert,
+    literal_column,
     or_,
     select,
     union_all,
@@ -203,7 +205,9 @@ class QueueStore:
         self._engine = engine
         self._clock = clock
         self._lease = lease
-        self._arrays = engine.dialect.name == "postgresql"  # see _ArrayStatements
+        self._sets: _SetStatements = (
+            _ArrayStatements() if engine.dialect.name == "postgresql" else _JsonStatements(engine.dialect)
+        )
 
     def recover(self, owner: str) -> int:
         """Return to pending what ``owner`` (a previous run of this node) or an expired lease left in sending."""
@@ -237,7 +241,6 @@ class QueueStore:
         destination held by ``owner``; the ids only say that there are some.
         """
         now = self._clock()
-        limit = min(limit, len(_NAMES))
         try:
             return self._claim(destination, owner, limit, now, sent, frozenset(after))
         except _LostRace:
@@ -269,15 +272,9 @@ class QueueStore:
                     return Claim(lost=lost)
                 due = conn.execute(_DUE, {"p_pk": rows[0].pk}).scalar()
                 return Claim(head_due_at=due, lost=lost)
-            params = {"p_owner": owner, "p_now": now, "p_until": now + self._lease}
-            if self._arrays:
-                params["p_pks"] = [m.id for m in ready]
-                claim = _ArrayStatements.CLAIM
-            else:
-                size = _bucket(len(ready))
-                params.update(_keys([m.id for m in ready], size))
-                claim = _claim_statement(size)
-            if conn.execute(claim, params).rowcount != len(ready):
+            params = {"p_owner": owner, "p_now": now, "p_until": now + self._lease,
+                      "p_pks": self._sets.ids([m.id for m in ready])}
+            if conn.execute(self._sets.CLAIM, params).rowcount != len(ready):
                 raise _LostRace  # rolls the partial claim back
         return Claim(messages=tuple(ready), lost=lost)
 
@@ -318,40 +315,11 @@ class QueueStore:
         return lost
 
     def _record_sent(self, conn: Connection, owner: str, sent: Sequence[SentMark], now: dt.datetime) -> int:
+        """Mark acknowledged rows sent (one statement); returns how many were no longer held by ``owner``."""
         if not sent:
             return 0
-        if self._arrays:
-            ids, times, latencies, codes = (list(column) for column in zip(*sent, strict=True))
-            params = {"p_owner": owner, "p_now": now, "p_pks": ids, "p_ats": times, "p_lats": latencies,
-                      "p_codes": codes}
-            return len(sent) - int(conn.execute(_ArrayStatements.SENT, params).rowcount)
-        return _record_sent(conn, owner, sent, now)
-
-
-def _record_sent(conn: Connection, owner: str, sent: Sequence[SentMark], now: dt.datetime) -> int:
-    """Mark acknowledged rows sent, one set-based UPDATE per group of at most ``_GROUP`` rows; returns how many
-    were no longer held by ``owner``."""
-    lost = 0
-    for start in range(0, len(sent), _GROUP):
-        group = sent[start:start + _GROUP]
-        size = _bucket(len(group))
-        padded = list(group) + [group[-1]] * (size - len(group))  # a repeated row is changed once
-        params: dict[str, Any] = {"p_owner": owner, "p_now": now}
-        for (k, t, lat, c), mark in zip(_NAMES, padded, strict=False):
-            params[k], params[t], params[lat], params[c] = mark
-        lost += len(group) - int(conn.execute(_sent_statement(size), params).rowcount)
-    return lost
-
-
-def _bucket(n: int) -> int:
-    """The statement size for ``n`` rows: the next power of two, so few statement shapes exist (and are cached)."""
-    return 1 << max(0, n - 1).bit_length()
-
-
-def _keys(ids: Sequence[int], size: int) -> dict[str, Any]:
-    """``k0``..``k{size-1}``: the ids, the last one repeated to fill the statement (IN ignores repeats)."""
-    last = len(ids) - 1
-    return {_NAMES[i][0]: ids[min(i, last)] for i in range(size)}
+        params = {"p_owner": owner, "p_now": now, **self._sets.acks(sent)}
+        return len(sent) - int(conn.execute(self._sets.SENT, params).rowcount)
 
 
 # -- the statements ------------------------------------------------------------------------------------------
@@ -407,22 +375,30 @@ _QUEUE_HEAD_AFTER = _queue_head(passing_over=True)
 _DUE = select(
     case((_c.state == OutboxState.FAILED, _c.next_attempt_at), else_=_c.lease_until)
 ).where(_c.pk == bindparam("p_pk"))
-_GROUP = 256
-"""Most rows one sent statement names; a claim names its whole batch (``batch_size`` rows)."""
-_NAMES = [(f"k{i}", f"t{i}", f"l{i}", f"c{i}") for i in range(1024)]  # bind names: id, sent at, latency, code
+class _SetStatements:
+    """The claim of a batch and the sent marks of many rows, each one statement with one parameter for all rows.
+
+    One set-based statement instead of one UPDATE per row (an executemany), and the same SQL text whatever the
+    number of rows: the per-row work in SQLAlchemy and the driver was most of the worker's own database time at
+    thousands of messages a second, and drivers parse and cache short statements once.
+    """
+
+    CLAIM: Update  # p_pks (``ids``), p_owner, p_now, p_until; compare-and-set on each row's readiness
+    SENT: Update  # the parameters of ``acks``, p_owner, p_now; only rows still held by p_owner
+
+    def ids(self, ids: list[int]) -> Any:
+        """The p_pks parameter."""
+        raise NotImplementedError
+
+    def acks(self, sent: Sequence[SentMark]) -> dict[str, Any]:
+        """The parameters naming the acknowledged rows and what to record for each."""
+        raise NotImplementedError
 
 
-def _pks(size: int) -> Any:
-    """``pk IN (:k0, ..., :k{size-1})``: a fixed list (an expanding IN is rewritten on every execution)."""
-    return _c.pk.in_([bindparam(f"k{i}", type_=_c.pk.type) for i in range(size)])
-
-
-@functools.cache
-def _claim_statement(size: int) -> Update:
-    """Claim up to ``size`` rows, each only if still as ready as the SELECT saw it: the compare-and-set."""
+def _claim_where(pks: Any) -> Update:
     return (
         update(outbox)
-        .where(_pks(size), _READY)
+        .where(pks, _READY)
         .values(
             state=OutboxState.SENDING,
             claimed_by=bindparam("p_owner"),
@@ -432,25 +408,15 @@ def _claim_statement(size: int) -> Update:
     )
 
 
-@functools.cache
-def _sent_statement(size: int) -> Update:
-    """Mark up to ``size`` held rows sent in one statement, time, latency and code chosen per row by CASE.
-
-    One set-based statement instead of one UPDATE per row (an executemany): the per-row cost in the driver and
-    in SQLAlchemy was most of the worker's own database time at thousands of messages a second.
-    """
-    def per_row(prefix: str, column: Any) -> Any:
-        return case(*[(_c.pk == bindparam(f"k{i}", type_=_c.pk.type), bindparam(f"{prefix}{i}", type_=column.type))
-                      for i in range(size)])
-
+def _sent_from(matches: Any, at: Any, latency: Any, code: Any, held: Any = _HELD) -> Update:
     return (
         update(outbox)
-        .where(_pks(size), _HELD)
+        .where(matches, held)
         .values(
             state=OutboxState.SENT,
-            sent_at=per_row("t", _c.sent_at),
-            ack_latency=per_row("l", _c.ack_latency),
-            ack_code=per_row("c", _c.ack_code),
+            sent_at=at,
+            ack_latency=latency,
+            ack_code=code,
             last_error="",
             updated_at=bindparam("p_now"),
             **_UNCLAIMED,
@@ -458,45 +424,52 @@ def _sent_statement(size: int) -> Update:
     )
 
 
-class _ArrayStatements:
-    """PostgreSQL: the claim and the sent marks with array parameters (``= ANY``, ``unnest``) instead of one bind
-    per row. The SQL stays short and the same for every batch, so psycopg parses it once and the server keeps
-    it prepared; a statement naming 256 rows one by one is re-parsed by psycopg on every execution."""
+class _JsonStatements(_SetStatements):
+    """SQLite: the rows as one JSON array parameter, read with ``json_each`` (SQLite's built-in JSON1)."""
 
-    CLAIM = (
-        update(outbox)
-        .where(_c.pk == any_(bindparam("p_pks", type_=ARRAY(BigInteger))), _READY)
-        .values(
-            state=OutboxState.SENDING,
-            claimed_by=bindparam("p_owner"),
-            lease_until=bindparam("p_until"),
-            updated_at=bindparam("p_now"),
-        )
+    _pks = func.json_each(bindparam("p_pks", type_=String())).table_valued("value")
+    CLAIM = _claim_where(_c.pk.in_(select(_pks.c.value)))
+    _acks = func.json_each(bindparam("p_acks", type_=String())).table_valued("value").alias("acks")
+    SENT = _sent_from(
+        _c.pk == func.json_extract(_acks.c.value, "$[0]"),
+        func.json_extract(_acks.c.value, "$[1]"),
+        func.json_extract(_acks.c.value, "$[2]"),
+        func.json_extract(_acks.c.value, "$[3]"),
+        # ``state || ''``: not the plain column, so SQLite cannot drive the join from ix_outbox_state (every row
+        # being sent, each compared with every acknowledgement) and looks each acknowledged row up by its key.
+        and_(_c.claimed_by == bindparam("p_owner"), _c.state.op("||")(literal_column("''")) == OutboxState.SENDING),
     )
+
+    def __init__(self, dialect: Dialect) -> None:
+        # Timestamps go in as SQLAlchemy would store them (its text format for DateTime on SQLite).
+        self._timestamp = DateTime().dialect_impl(dialect).bind_processor(dialect) or str
+
+    def ids(self, ids: list[int]) -> Any:
+        return json.dumps(ids)
+
+    def acks(self, sent: Sequence[SentMark]) -> dict[str, Any]:
+        timestamp = self._timestamp
+        return {"p_acks": json.dumps([(m.id, timestamp(m.at), m.ack_latency, m.ack_code) for m in sent])}
+
+
+class _ArrayStatements(_SetStatements):
+    """PostgreSQL: the rows as array parameters, read with ``= ANY`` and ``unnest``."""
+
+    CLAIM = _claim_where(_c.pk == any_(bindparam("p_pks", type_=ARRAY(BigInteger))))
     _acks = (
-        func.unnest(
-            bindparam("p_pks", type_=ARRAY(BigInteger)),
-            bindparam("p_ats", type_=ARRAY(DateTime())),
-            bindparam("p_lats", type_=ARRAY(Float())),
-            bindparam("p_codes", type_=ARRAY(String())),
-        )
+        func.unnest(bindparam("p_acks", type_=ARRAY(BigInteger)), bindparam("p_ats", type_=ARRAY(DateTime())),
+                    bindparam("p_lats", type_=ARRAY(Float())), bindparam("p_codes", type_=ARRAY(String())))
         .table_valued(column("pk", BigInteger), column("at", DateTime), column("lat", Float), column("code", String))
         .render_derived(name="acks")
     )
-    SENT = (
-        update(outbox)
-        .where(_c.pk == _acks.c.pk, _HELD)
-        .values(
-            state=OutboxState.SENT,
-            sent_at=_acks.c.at,
-            ack_latency=_acks.c.lat,
-            ack_code=_acks.c.code,
-            last_error="",
-            updated_at=bindparam("p_now"),
-            **_UNCLAIMED,
-        )
-    )
+    SENT = _sent_from(_c.pk == _acks.c.pk, _acks.c.at, _acks.c.lat, _acks.c.code)
 
+    def ids(self, ids: list[int]) -> Any:
+        return ids
+
+    def acks(self, sent: Sequence[SentMark]) -> dict[str, Any]:
+        ids, times, latencies, codes = (list(column) for column in zip(*sent, strict=True))
+        return {"p_acks": ids, "p_ats": times, "p_lats": latencies, "p_codes": codes}
 
 _FAIL = (
     update(outbox)
