@@ -61,6 +61,7 @@ def _sqlite_engine(url: str, *, begin: str, synchronous: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql(begin)
+        # straight on the DBAPI connection: exec_driver_sql's execution context cost ~50 µs per transaction
+        connection.connection.dbapi_connection.execute(begin)
 
     return engine
