@@ -73,6 +73,7 @@ class LinkedOrder:
     procedure_uid: str
     description: str = ""
     step_ids: tuple[str, ...] = ()
+    referring_physician: PersonName = PersonName()  # the order's (PV1-8), owned by the RIS (MAPPING.md §8)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +93,8 @@ class StudyRecord:
     modalities: tuple[str, ...] = ()
     series_count: int = 0
     instance_count: int = 0
+    referring_physician: PersonName = PersonName()  # the first linked order's when it names one, else as received
+    study_id: str = ""  # as received: the modality's own study number
 
     @property
     def current_truth_applies(self) -> bool:
@@ -161,6 +164,8 @@ class ArchiveQuery:
     study_time: TimeOfDayRange | IsEmpty | None = None
     modalities: TextMatch | None = None
     study_description: TextMatch | None = None
+    referring_physician: TextMatch | None = None  # not indexed: decided by study_matches on the candidates
+    study_id: TextMatch | None = None  # not indexed, likewise
     # Series level
     series_instance_uid: TextMatch | None = None
     modality: TextMatch | None = None
@@ -201,6 +206,11 @@ def study_matches(query: ArchiveQuery, study: StudyRecord) -> bool:
     if query.study_time is not None and not _time_matches(query.study_time, study.study_time):
         return False
     if query.modalities is not None and not values_match(query.modalities, study.modalities or ("",)):
+        return False
+    if query.referring_physician is not None and not name_matches(query.referring_physician,
+                                                                  study.referring_physician):
+        return False
+    if query.study_id is not None and not text_matches(query.study_id, study.study_id):
         return False
     return query.study_description is None or text_matches(query.study_description, study.description)
 

@@ -93,6 +93,8 @@ class StudyHeader:
     modalities: tuple[str, ...] = ()
     request_items: tuple[RequestItem, ...] = ()
     referenced_mpps: tuple[str, ...] = ()
+    referring_physician: PersonName = PersonName()
+    study_id: str = ""
 
     def acquisition_modalities(self) -> frozenset[str]:
         return frozenset(

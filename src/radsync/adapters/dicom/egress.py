@@ -61,6 +61,8 @@ def truth_values(study: StudyRecord) -> list[tuple[int, str, Any]]:
         (0x00100040, "CS", patient.sex.value),
         (0x00080050, "SH", study.accession.value),
     ]
+    if not study.referring_physician.is_empty():  # the order's (PV1-8) when it names one; never blanked
+        values.append((0x00080090, "PN", study.referring_physician.canonical()))
     items = []
     for order in study.orders:
         for step_id in order.step_ids or ("",):

@@ -36,6 +36,7 @@ HEADER_KEYWORDS = (
     "IssuerOfAccessionNumberSequence", "Modality", "StudyDescription", "SeriesDescription", "PatientName",
     "PatientID", "IssuerOfPatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "SeriesInstanceUID",
     "SeriesNumber", "InstanceNumber", "ReferencedPerformedProcedureStepSequence", "RequestAttributesSequence",
+    "ReferringPhysicianName", "StudyID",
 )
 HEADER_TAGS = [Tag(keyword) for keyword in HEADER_KEYWORDS]
 
@@ -135,6 +136,8 @@ def header_from_dataset(ds: Dataset) -> InstanceHeader:
         study_time=time_of(text_of(ds, "StudyTime")),
         description=text_of(ds, "StudyDescription"),
         modalities=(modality,) if modality else (),
+        referring_physician=person_name(ds.get("ReferringPhysicianName")),
+        study_id=text_of(ds, "StudyID"),
     )
     return InstanceHeader(
         sop_class_uid=text_of(ds, "SOPClassUID"),

@@ -230,6 +230,7 @@ class SqlArchiveReader:
                     r.procedure_uid,
                     (r.procedure_details or {}).get("description", ""),
                     tuple(s for s in r.step_ids.split("\\") if s),
+                    c.name_from(((r.order_details or {}).get("visit") or {}).get("referring_physician")),
                 )
             )
         return out
@@ -402,6 +403,7 @@ def _study_record(
         Sex(row["sex"]),
     )
     received_accession = c.entity_from(d.get("accession")) if d.get("accession") else EntityId(row["accession"])
+    received_referring = c.name_from(d.get("referring_physician"))
     state = StudyState(row["state"])
     if state is StudyState.MATCHED and link is not None:
         current, linked = link
@@ -414,8 +416,10 @@ def _study_record(
         )
         accession = linked[0].accession if linked else received_accession
         orders_ = tuple(linked)
+        referring = next((o.referring_physician for o in linked if not o.referring_physician.is_empty()),
+                         received_referring)
     else:
-        patient, accession, orders_ = received, received_accession, ()
+        patient, accession, orders_, referring = received, received_accession, (), received_referring
     return StudyRecord(
         study_instance_uid=row["study_instance_uid"],
         state=state,
@@ -430,6 +434,8 @@ def _study_record(
         modalities=tuple(m for m in row["modalities"].split("\\") if m),
         series_count=series_count,
         instance_count=instance_count,
+        referring_physician=referring,
+        study_id=d.get("study_id", ""),
     )
 
 

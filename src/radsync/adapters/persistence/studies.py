@@ -529,6 +529,8 @@ def _header_values(h: StudyHeader) -> dict[str, Any]:
             "patient_id": c.patient_id_json(h.patient_id),
             "accession": c.entity_json(h.accession),
             "referenced_mpps": list(h.referenced_mpps),
+            "referring_physician": c.name_json(h.referring_physician),
+            "study_id": h.study_id,
         },
     }
 
@@ -547,6 +549,8 @@ def _header_from(row: Any, items: tuple[RequestItem, ...]) -> StudyHeader:
         modalities=tuple(m for m in row["modalities"].split("\\") if m),
         request_items=items,
         referenced_mpps=tuple(d.get("referenced_mpps", ())),
+        referring_physician=c.name_from(d.get("referring_physician")),
+        study_id=d.get("study_id", ""),
     )
 
 
