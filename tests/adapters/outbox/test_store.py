@@ -105,3 +105,22 @@ def test_outcomes_are_only_recorded_by_the_claim_holder(engines: Engines) -> Non
     assert row(engines, "O1").state == "sending"
     assert queue.settle("me", sent=[SentMark(pk, utc_now(), 0.001, "AA")]) == 0
     assert row(engines, "O1").state == "sent"
+
+
+def test_the_next_batch_is_claimed_past_the_one_in_flight_and_each_ack_is_recorded_as_it_came(
+    engines: Engines,
+) -> None:
+    ids = enqueue(engines, SETTINGS, ["N1", "N2", "N3", "N4", "N5"])
+    queue = store(engines)
+    assert [m.control_id for m in queue.claim("ris", "me", 2).messages] == ["N1", "N2"]
+    assert queue.claim("ris", "other", 10).messages == ()  # another node may not pass over our batch
+    ahead = queue.claim("ris", "me", 2, after=ids[0:2])
+    assert [m.control_id for m in ahead.messages] == ["N3", "N4"]
+    at = dt.datetime(2026, 1, 2, 3, 4, 5)
+    sent = [SentMark(ids[0], at, 0.0015, "AA"), SentMark(ids[1], at.replace(microsecond=7), 0.25, "CA")]
+    last = queue.claim("ris", "me", 10, sent=sent, after=ids[2:4])
+    assert [m.control_id for m in last.messages] == ["N5"] and last.lost == 0
+    n1, n2 = row(engines, "N1"), row(engines, "N2")
+    assert (n1.state, n1.sent_at, n1.ack_latency, n1.ack_code, n1.claimed_by) == ("sent", at, 0.0015, "AA", None)
+    assert (n2.state, n2.sent_at, n2.ack_latency, n2.ack_code) == ("sent", at.replace(microsecond=7), 0.25, "CA")
+    assert [row(engines, c).state for c in ("N3", "N4", "N5")] == ["sending"] * 3

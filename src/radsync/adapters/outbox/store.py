@@ -342,7 +342,7 @@ def _queue_head(*, passing_over: bool) -> Select[Any]:
 
     One ordered index range per queue state (``ix_outbox_destination_state`` is destination, state, pk), merged
     by pk: each range stops after ``p_limit`` entries. ``state IN (...) ORDER BY pk`` instead made the database
-    read and sort the whole queue on every claim, thousands of rows for a batch of 64. The timestamps are
+    read and sort the whole queue on every claim, thousands of rows for one batch. The timestamps are
     compared by the database, so the worker never converts those of the rows it is about to send.
     ``passing_over``: skip the rows ``p_owner`` is sending now, so the next batch is claimed while they are on the
     wire.
@@ -375,6 +375,8 @@ _QUEUE_HEAD_AFTER = _queue_head(passing_over=True)
 _DUE = select(
     case((_c.state == OutboxState.FAILED, _c.next_attempt_at), else_=_c.lease_until)
 ).where(_c.pk == bindparam("p_pk"))
+
+
 class _SetStatements:
     """The claim of a batch and the sent marks of many rows, each one statement with one parameter for all rows.
 
