@@ -129,3 +129,13 @@ def test_keys_are_checked_so_no_path_can_escape_the_store(tmp_path: Path) -> Non
     for bad in ("../../etc/passwd", "ab", "G" * 64):
         with pytest.raises(BlobStoreError):
             store.path(bad)
+
+
+def test_put_reports_whether_it_created_the_file_and_discard_removes_only_that(tmp_path: Path) -> None:
+    store = FileBlobStore(tmp_path)
+    ref, created = store.put_reporting(b"refused after writing")
+    assert created and store.exists(ref.key)
+    assert store.put_reporting(b"refused after writing") == (ref, False)
+    store.discard(ref.key)
+    assert not store.exists(ref.key) and visible_files(tmp_path) == []
+    store.discard(ref.key)  # already gone: nothing to do

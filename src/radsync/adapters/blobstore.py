@@ -63,15 +63,26 @@ class FileBlobStore:
 
     def put(self, data: bytes) -> BlobRef:
         """Store ``data`` under its SHA-256 and return its reference; storing it again writes nothing."""
+        return self.put_reporting(data)[0]
+
+    def put_reporting(self, data: bytes) -> tuple[BlobRef, bool]:
+        """``put``, and whether this call created the file (so a caller that then refuses it may ``discard`` it)."""
         digest = hashlib.sha256(data).hexdigest()
         ref = BlobRef(digest, len(data), digest)
         final = self.path(digest)
         if self._already_there(final, ref):
-            return ref
+            return ref, False
         temp = final.parent / f"{_TEMP_PREFIX}{secrets.token_hex(8)}"
         self._write(temp, (data,))
         self._publish(temp, final, ref)
-        return ref
+        return ref, True
+
+    def discard(self, key: str) -> None:
+        """Remove a file this process just created and nothing indexes (a C-STORE refused after its write began).
+
+        Only for that case: an original, once indexed, is never removed here.
+        """
+        self.path(key).unlink(missing_ok=True)
 
     def put_stream(self, chunks: Iterable[bytes]) -> BlobRef:
         """Store a stream without holding it in memory; the hash is computed while writing."""
