@@ -29,7 +29,9 @@ class HttpServer:
 
     async def start(self) -> int:
         """Bind (port 0 picks a free one), start serving, and return the bound port."""
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on accepted sockets whose protocol says TCP. Without it,
+        # uvicorn's separate header and body writes meet Nagle + delayed ACK: ~40 ms per keep-alive response.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self._host, self._port))
         config = uvicorn.Config(self._app, log_level="warning", access_log=False, lifespan="off")
