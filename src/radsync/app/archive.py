@@ -177,9 +177,12 @@ class ArchiveQuery:
     instance_number: TextMatch | None = None
     # At most this many records are wanted; readers may return ``limit + 1`` to tell the caller there is more.
     limit: int | None = None
+    # Whether the Number of ... Related Series / Instances must be known: counting reads the index entries of every
+    # stored instance of the answered studies, so it is done only when a query asks for a count.
+    counts: bool = True
 
     def constrained(self) -> list[str]:
-        return [f.name for f in fields(self) if f.name != "limit" and getattr(self, f.name) is not None]
+        return [f.name for f in fields(self) if f.name not in ("limit", "counts") and getattr(self, f.name) is not None]
 
 
 def patient_matches(query: ArchiveQuery, patient: Demographics) -> bool:

@@ -51,3 +51,28 @@ def test_archive_queries_answer_current_truth(engines: Engines, tmp_path: Path) 
     [corrected] = reader.find_studies(ArchiveQuery(patient_name=Wildcard("smith*")))
     assert corrected.patient.name.canonical() == "Smith^Jane"
     assert reader.find_studies(ArchiveQuery(patient_name=Wildcard("doe*"))) == []
+
+
+def test_counts_are_read_only_when_a_query_asks_for_them(engines: Engines, tmp_path: Path) -> None:
+    """Counting reads every instance entry of the answered studies: a query without count keys must not pay it."""
+    build_archive(engines, tmp_path)
+    reader = SqlArchiveReader(engines.read)
+    [counted] = reader.find_studies(ArchiveQuery(patient_id=Exact("P1")))
+    assert (counted.series_count, counted.instance_count) == (2, 3)  # the quarantined instance is not counted
+    [uncounted] = reader.find_studies(ArchiveQuery(patient_id=Exact("P1"), counts=False))
+    assert (uncounted.series_count, uncounted.instance_count) == (0, 0)
+    assert uncounted.patient == counted.patient
+
+
+def test_a_c_find_asks_for_counts_only_with_a_count_key() -> None:
+    from pydicom.dataset import Dataset
+
+    from radsync.adapters.dicom.qr_keys import parse_find
+
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = "STUDY"
+    identifier.PatientID = "P1"
+    identifier.PatientName = ""
+    assert parse_find(identifier, patient_root=False).query.counts is False
+    identifier.NumberOfStudyRelatedInstances = ""
+    assert parse_find(identifier, patient_root=False).query.counts is True

@@ -132,7 +132,8 @@ def parse_find(identifier: Dataset, *, patient_root: bool, limit: int | None = N
         parsed = _constraint(key, text)
         if parsed is not None:
             constraints[key.field] = parsed
-    query = replace(ArchiveQuery(limit=limit), **constraints)
+    counted = any(k.keyword.startswith("NumberOf") for k in requested)
+    query = replace(ArchiveQuery(limit=limit, counts=counted), **constraints)
     if level is Level.SERIES and query.study_instance_uid is None:
         raise InvalidIdentifier("a SERIES level query needs the Study Instance UID", "StudyInstanceUID")
     if level is Level.IMAGE and query.series_instance_uid is None:

@@ -89,7 +89,7 @@ class SqlArchiveReader:
             found: list[StudyRecord] = []
             limit = None if query.limit is None else query.limit + 1
             for chunk in _chunks(pks, 500):
-                for record in self._load_studies(conn, studies.c.pk.in_(chunk)):
+                for record in self._load_studies(conn, studies.c.pk.in_(chunk), counts=query.counts):
                     if study_matches(query, record):
                         found.append(record)
                         if limit is not None and len(found) >= limit:
@@ -100,7 +100,7 @@ class SqlArchiveReader:
         if not study_instance_uids:
             return []
         with self._engine.connect() as conn:
-            return self._load_studies(conn, studies.c.study_instance_uid.in_(list(study_instance_uids)))
+            return self._load_studies(conn, studies.c.study_instance_uid.in_(list(study_instance_uids)), counts=True)
 
     def _candidate_studies(self, conn: Connection, query: ArchiveQuery) -> list[int]:
         """Study pks the indexed keys allow, ascending; the caller applies the full semantics."""
@@ -155,14 +155,15 @@ class SqlArchiveReader:
             clauses.append(studies.c.pk.in_(select(series.c.study_pk).where(*by_modality.clauses)))
         return clauses
 
-    def _load_studies(self, conn: Connection, where: ColumnElement[bool]) -> list[StudyRecord]:
+    def _load_studies(self, conn: Connection, where: ColumnElement[bool], *, counts: bool) -> list[StudyRecord]:
+        """The studies with their current truth; series and instance counts only when ``counts`` (else 0)."""
         rows = conn.execute(select(studies).where(where).order_by(studies.c.pk)).all()
         if not rows:
             return []
         pks = [r.pk for r in rows]
         matched = [r.pk for r in rows if r.state == _MATCHED]
         links = self._links(conn, matched) if matched else {}
-        series_counts: dict[int, int] = dict(
+        series_counts: dict[int, int] = {} if not counts else dict(
             conn.execute(  # type: ignore[arg-type]
                 select(series.c.study_pk, func.count(func.distinct(instances.c.series_pk)))
                 .select_from(series.join(instances, instances.c.series_pk == series.c.pk))
@@ -170,7 +171,7 @@ class SqlArchiveReader:
                 .group_by(series.c.study_pk)
             ).all()
         )
-        instance_counts: dict[int, int] = dict(
+        instance_counts: dict[int, int] = {} if not counts else dict(
             conn.execute(  # type: ignore[arg-type]
                 select(instances.c.study_pk, func.count())
                 .where(instances.c.study_pk.in_(pks), instances.c.quarantine == "")
@@ -351,7 +352,7 @@ class SqlArchiveReader:
                 select(studies.c.study_instance_uid, studies.c.pk).where(studies.c.pk.in_(list(pks)))
             ).all()
         )
-        for record in self._load_studies(conn, studies.c.pk.in_(list(pks))):
+        for record in self._load_studies(conn, studies.c.pk.in_(list(pks)), counts=False):
             if study_matches(upper, record):
                 found[keys[record.study_instance_uid]] = record
         return found
