@@ -89,13 +89,15 @@ class HL7DestinationSettings(BaseModel):
 
 
 class DicomDestinationSettings(BaseModel):
-    """A DICOM AE radsync may send to: a C-MOVE destination (PS3.4 C.4.2), named by its AE title."""
+    """A DICOM AE radsync talks to, named by its AE title: a C-MOVE destination (PS3.4 C.4.2), the listener of a
+    storage commitment requester, and a Q/R client whose C-FIND answers are encoded in ``charset``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     ae_title: str = Field(min_length=1, max_length=16)
     host: str = Field(min_length=1)
     port: int = Field(ge=1, le=65535)
+    charset: Charset = "ISO_IR 192"
 
     @field_validator("ae_title")
     @classmethod

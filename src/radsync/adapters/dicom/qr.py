@@ -42,6 +42,13 @@ if TYPE_CHECKING:
     from radsync.bootstrap import Container
 
 
+def answer_charsets(settings: Settings) -> dict[str, str]:
+    """Calling AE title -> C-FIND answer character set: stations as for the worklist, destinations override."""
+    return {s.ae_title: s.charset for s in settings.stations} | {
+        d.ae_title: d.charset for d in settings.dicom_destinations
+    }
+
+
 def query_retrieve_service(
     settings: Settings,
     reader: ArchiveReader,
@@ -58,7 +65,8 @@ def query_retrieve_service(
         transfer_syntaxes=tuple(str(s) for s in STORED_SYNTAXES),
         handlers=(
             (evt.EVT_C_FIND, QueryRetrieveFind(reader, max_answers=settings.qr_max_answers,
-                                               retrieve_ae_title=settings.ae_title, services=earlier)),
+                                               retrieve_ae_title=settings.ae_title, services=earlier,
+                                               charsets=answer_charsets(settings))),
             (evt.EVT_C_GET, RetrieveGet(reader, egress)),
             (evt.EVT_C_MOVE, RetrieveMove(reader, egress, destinations)),
             (evt.EVT_CONN_OPEN, storage_roles),

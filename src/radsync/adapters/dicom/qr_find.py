@@ -2,8 +2,11 @@
 
 The handler does parse (qr_keys.py) -> use case (app/archive.py) -> encode, nothing else. Answers are built from the
 database with the current truth (a matched study shows its patient's current demographics and its orders'
-accession), hold only the requested keys plus Query/Retrieve Level and (0008,0005) = ISO_IR 192 (UTF-8), per
-PS3.4 C.4.1.1.3.2:
+accession), hold only the requested keys plus Query/Retrieve Level and Specific Character Set, per PS3.4
+C.4.1.1.3.2. The character set is the calling AE's (``[[dicom_destinations]]`` or ``[[stations]]`` ``charset``,
+as in the worklist: charset.py), UTF-8 (ISO_IR 192) for any other caller.
+
+Answers:
 
 * one pending response per match (0xFF00; 0xFF01 when a key with a value was not matched on), then success;
 * more matches than ``settings.qr_max_answers``: the first N, then 0xA700 (Refused: Out of Resources);
@@ -19,7 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -33,7 +36,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # generated
     StudyRootQueryRetrieveInformationModelFind,
 )
 
-from radsync.adapters.dicom.charset import response_charset
+from radsync.adapters.dicom.charset import DEFAULT_CHARSET, ResponseCharset, response_charset
 from radsync.adapters.dicom.elements import ElementWriter, Encode, TransferSyntax
 from radsync.adapters.dicom.qr_keys import (
     RETRIEVE_AE_TITLE,
@@ -63,7 +66,6 @@ QR_FIND_SOP_CLASSES = (
     str(PatientRootQueryRetrieveInformationModelFind),
     str(StudyRootQueryRetrieveInformationModelFind),
 )
-ANSWER_CHARSET = "ISO_IR 192"
 
 Response = tuple[Status | Dataset, Dataset | None]
 
@@ -139,31 +141,38 @@ _VALUES: dict[str, Callable[[Match], Any]] = {
 
 
 EXPLICIT_LE = TransferSyntax(implicit_vr=False, little_endian=True)
-_UTF8 = response_charset(ANSWER_CHARSET)
 _CHARSET_TAG = BaseTag(0x00080005)
 _LEVEL_TAG = BaseTag(0x00080052)
-_CHARSET_VALUE = b"ISO_IR 192"
+
+
+@lru_cache(maxsize=8)
+def _charset(name: str) -> ResponseCharset:
+    return response_charset(name)
 
 
 def answer(
-    request: FindRequest, match: Match, retrieve_ae_title: str, syntax: TransferSyntax = EXPLICIT_LE
+    request: FindRequest,
+    match: Match,
+    retrieve_ae_title: str,
+    syntax: TransferSyntax = EXPLICIT_LE,
+    charset: str = DEFAULT_CHARSET,
 ) -> Dataset:
-    """The identifier of one pending C-FIND response: the requested keys only, UTF-8 (PS3.4 C.4.1.1.3.2).
+    """The identifier of one pending C-FIND response: the requested keys only, in ``charset`` (PS3.4 C.4.1.1.3.2).
 
     Encoded element by element with the worklist's writer (elements.py): a Dataset of raw elements in the
     presentation context's transfer syntax, which pydicom and pynetdicom send as they are (no DataElement per key).
     """
     writer = _writer(syntax)
-    elements: dict[BaseTag, Any] = {
-        _CHARSET_TAG: writer.raw(_CHARSET_TAG, "CS", _CHARSET_VALUE),
-        _LEVEL_TAG: writer.raw(_LEVEL_TAG, "CS", _ascii(request.level.value)),
-    }
+    encoding = _charset(charset)
+    elements: dict[BaseTag, Any] = {_LEVEL_TAG: writer.raw(_LEVEL_TAG, "CS", _ascii(request.level.value))}
+    if encoding.specific_character_set is not None:  # ASCII: the default repertoire, no (0008,0005)
+        elements[_CHARSET_TAG] = writer.raw(_CHARSET_TAG, "CS", _ascii(encoding.specific_character_set))
     for key in request.requested:
         value = retrieve_ae_title if key is RETRIEVE_AE_TITLE else _VALUES[key.keyword](match)
         tag = BaseTag(key.tag)
-        elements[tag] = writer.raw(tag, key.vr, _encoder(syntax, key.vr)(value))
+        elements[tag] = writer.raw(tag, key.vr, _encoder(syntax, key.vr, charset)(value))
     ds = Dataset(elements)
-    ds.set_original_encoding(syntax.implicit_vr, syntax.little_endian, _UTF8.encodings)
+    ds.set_original_encoding(syntax.implicit_vr, syntax.little_endian, encoding.encodings)
     return ds
 
 
@@ -177,9 +186,9 @@ def _writer(syntax: TransferSyntax) -> ElementWriter:
     return ElementWriter(syntax)
 
 
-@lru_cache(maxsize=64)
-def _encoder(syntax: TransferSyntax, vr: str) -> Encode:
-    return _writer(syntax).value_encoder(vr, _UTF8)
+@lru_cache(maxsize=256)
+def _encoder(syntax: TransferSyntax, vr: str, charset: str) -> Encode:
+    return _writer(syntax).value_encoder(vr, _charset(charset))
 
 
 def matches_for(reader: ArchiveReader, request: FindRequest) -> list[Match]:
@@ -211,11 +220,13 @@ class QueryRetrieveFind:
         max_answers: int,
         retrieve_ae_title: str,
         services: Sequence[DicomService] = (),
+        charsets: Mapping[str, str] | None = None,
     ) -> None:
         self._reader = reader
         self._max_answers = max_answers
         self._retrieve_ae_title = retrieve_ae_title
         self._services = services
+        self._charsets = dict(charsets or {})  # calling AE title -> answer character set
 
     def __call__(self, event: Any) -> Iterator[Response]:
         sop_class = str(event.request.AffectedSOPClassUID)
@@ -258,6 +269,7 @@ class QueryRetrieveFind:
             yield failure(Status.UNABLE_TO_PROCESS, "archive database unavailable"), None
             return
         pending = Status.PENDING_WARNING if request.ignored else Status.PENDING
+        charset = self._charsets.get(calling, DEFAULT_CHARSET)
         context_syntax = UID(event.context.transfer_syntax)
         syntax = TransferSyntax(context_syntax.is_implicit_VR, context_syntax.is_little_endian)
         sent = 0
@@ -272,7 +284,7 @@ class QueryRetrieveFind:
                 yield failure(Status.OUT_OF_RESOURCES, f"more than {self._max_answers} matches; narrow the query"), None
                 break
             try:
-                identifier = answer(request, match, self._retrieve_ae_title, syntax)
+                identifier = answer(request, match, self._retrieve_ae_title, syntax, charset)
             except Exception:
                 LOGGER.exception("Q/R C-FIND from %s: could not build answer %d", calling, sent + 1)
                 outcome = "failed"
