@@ -139,3 +139,28 @@ def test_put_reports_whether_it_created_the_file_and_discard_removes_only_that(t
     store.discard(ref.key)
     assert not store.exists(ref.key) and visible_files(tmp_path) == []
     store.discard(ref.key)  # already gone: nothing to do
+
+
+def test_a_file_left_by_a_put_interrupted_before_its_fsyncs_is_written_anew(tmp_path: Path) -> None:
+    """Published before durable: after a crash the name may hold a partial file, still linked from its temp name."""
+    store = FileBlobStore(tmp_path)
+    data = b"complete content" * 100
+    key = hashlib.sha256(data).hexdigest()
+    final = store.path(key)
+    temp = final.parent / ".tmp-interrupted"
+    temp.write_bytes(data[:100])  # what survived of the write
+    os.link(temp, final)
+    assert store.put_reporting(data) == (store.put(data), True)
+    assert store.read(key) == data and store.verify(key)
+    assert visible_files(tmp_path) == [final] and not temp.exists()
+
+
+def test_other_bytes_of_the_same_size_under_a_key_are_never_taken_for_the_original(tmp_path: Path) -> None:
+    store = FileBlobStore(tmp_path)
+    ref = store.put(b"good")
+    path = store.path(ref.key)
+    path.chmod(0o644)
+    path.write_bytes(b"evil")
+    with pytest.raises(BlobStoreError):
+        store.put(b"good")
+    assert path.read_bytes() == b"evil"
