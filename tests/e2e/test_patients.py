@@ -39,7 +39,7 @@ from tests.adapters.outbox.receiver import Receiver, wait_until
 from tests.adapters.outbox.support import FAST
 from tests.e2e.test_results_out import Api
 
-FINDSCU = "/usr/bin/findscu"
+FINDSCU, GETSCU = "/usr/bin/findscu", "/usr/bin/getscu"
 needs_dcmtk = pytest.mark.skipif(not os.path.exists(FINDSCU), reason="dcmtk is not installed")
 ROOT = "1.2.826.0.1.3680043.10.5050"
 
@@ -129,6 +129,18 @@ class Site:
             return int(assoc.send_c_store(path).Status)
         finally:
             assoc.release()
+
+    def get(self, study: str) -> list[Dataset]:
+        """C-GET the study with dcmtk's getscu; the objects as they left radsync."""
+        out = self.tmp / "retrieved"
+        out.mkdir(exist_ok=True)
+        for old in out.iterdir():
+            old.unlink()
+        done = subprocess.run([GETSCU, "-S", "-aec", "RADSYNC", "-od", str(out), "-k", "QueryRetrieveLevel=STUDY",
+                               "-k", f"StudyInstanceUID={study}", "127.0.0.1", str(self.dicom_port)],
+                              capture_output=True, text=True, timeout=60, env={**os.environ, "TCP_NODELAY": "1"})
+        assert done.returncode == 0, done.stderr
+        return [dcmread(p) for p in sorted(out.iterdir())]
 
     def mpps_in_progress(self, uid: str, patient_id: str) -> None:
         """N-CREATE an unscheduled MPPS (no Scheduled Step Attributes naming an order) for ``patient_id``."""
@@ -259,6 +271,9 @@ def test_merge_moves_orders_and_images_and_later_images_under_the_old_id_attach_
     assert site.mwl("PatientID=TMP42") == []
     assert [a.StudyInstanceUID for a in site.qr("PatientID=P2")] == [f"{ROOT}.1"]
     assert site.qr("PatientID=TMP42") == []
+    [retrieved] = site.get(f"{ROOT}.1")  # still unassigned, but what leaves radsync names the survivor
+    assert retrieved.PatientID == "P2"
+    assert retrieved.OriginalAttributesSequence[-1].ModifiedAttributesSequence[0].PatientID == "TMP42"
     [a40] = site.sent("ADT^A40")  # the merge goes on to destinations subscribed to "patient"
     assert str(a40.segment("PID")[3][0][0]) == "P2" and str(a40.segment("MRG")[1][0][0]) == "TMP42"
 

@@ -72,8 +72,24 @@ def test_nothing_to_change_adds_no_record_and_unassigned_studies_leave_as_receiv
     assert apply_current_truth(ds, study(), modifying_system="RADSYNC", now=NOW) == ()  # type: ignore[arg-type]
     assert len(ds.OriginalAttributesSequence) == 1  # type: ignore[attr-defined]
     _, fresh = ct()
-    assert apply_current_truth(fresh, study(StudyState.UNASSIGNED), modifying_system="RADSYNC", now=NOW) == ()  # type: ignore[arg-type]
+    as_received = as_received_study(str(fresh.PatientID), str(fresh.get("IssuerOfPatientID", "")))  # type: ignore[attr-defined]
+    assert apply_current_truth(fresh, as_received, modifying_system="RADSYNC", now=NOW) == ()  # type: ignore[arg-type]
     assert "OriginalAttributesSequence" not in fresh  # type: ignore[operator]
+
+
+def test_an_unassigned_study_re_keyed_by_a_merge_leaves_under_the_survivor_id_only() -> None:
+    _, ds = ct()
+    received_id, received_name = str(ds.PatientID), str(ds.PatientName)  # type: ignore[attr-defined]
+    changed = apply_current_truth(ds, as_received_study("SURVIVOR", "HOSP"), modifying_system="RADSYNC", now=NOW)  # type: ignore[arg-type]
+    assert set(changed) == {"PatientID", "IssuerOfPatientID"}
+    assert (ds.PatientID, ds.IssuerOfPatientID, str(ds.PatientName)) == ("SURVIVOR", "HOSP", received_name)  # type: ignore[attr-defined]
+    assert ds.OriginalAttributesSequence[-1].ModifiedAttributesSequence[0].PatientID == received_id  # type: ignore[attr-defined]
+
+
+def as_received_study(patient_id: str, issuer: str) -> StudyRecord:
+    """An unassigned study as the reader shows it: the identifier it is keyed by, nothing else from radsync."""
+    patient = Demographics(PatientId(patient_id, Issuer(issuer)))
+    return StudyRecord(CT_STUDY_UID, StudyState.UNASSIGNED, patient, EntityId(""), (), patient, EntityId(""))
 
 
 def test_a_series_split_off_leaves_under_its_new_study_uid_with_the_old_one_recorded() -> None:

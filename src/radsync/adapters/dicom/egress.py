@@ -47,11 +47,15 @@ _CODECS = {"": "ascii", "ISO_IR 6": "ascii", "ISO_IR 100": "latin-1", "ISO_IR 19
 
 
 def truth_values(study: StudyRecord) -> list[tuple[int, str, Any]]:
-    """(tag, VR, value) of every attribute radsync owns for this study; only the Study Instance UID when it is
-    shown as received."""
+    """(tag, VR, value) of every attribute radsync owns for this study. A study shown as received (unassigned,
+    conflict) gets its Study Instance UID and its patient identifier: a merge re-keys waiting studies to the
+    surviving identifier (docs/patients.md), and a retrieved object must say what C-FIND said."""
     values: list[tuple[int, str, Any]] = [(STUDY_INSTANCE_UID, "UI", study.study_instance_uid)]
     if not study.current_truth_applies:
-        return values
+        return values + [
+            (0x00100020, "LO", study.patient.patient_id.value),
+            (0x00100021, "LO", study.patient.patient_id.issuer.namespace),
+        ]
     patient = study.patient
     values += [
         (0x00100010, "PN", patient.name.canonical()),
