@@ -81,19 +81,34 @@ class ReportRepository(Protocol):
 
 
 class UnitOfWork(Protocol):
-    """One atomic piece of work: everything written through it commits together or not at all."""
+    """One atomic piece of work: everything written through it commits together or not at all.
 
-    patients: PatientRepository
-    identities: PatientIdentity  # aliases, patient history, merges (app/patient_ports.py)
-    orders: OrderRepository
-    studies: StudyRepository  # app/study_ports.py: stored studies, links, decisions
-    regrouping: StudyRegrouping  # app/study_ports.py: moving series between studies (split)
-    mpps: MppsRepository
-    procedures: ProcedureLookup  # requested procedures as reconciliation candidates
-    reports: ReportRepository
-    outbox: Outbox  # messages to other systems, committed with the state change (app/outbox.py)
-    wire: MessageWire  # builds those messages (adapters/hl7/outbound)
-    message_id: int | None
+    The collaborators are read-only properties, not attributes: a Protocol attribute is invariant, so a
+    SqlUnitOfWork holding a SqlStudyRepository would not count as a UnitOfWork holding a StudyRepository.
+    """
+
+    @property
+    def patients(self) -> PatientRepository: ...
+    @property
+    def identities(self) -> PatientIdentity: ...  # aliases, patient history, merges (app/patient_ports.py)
+    @property
+    def orders(self) -> OrderRepository: ...
+    @property
+    def studies(self) -> StudyRepository: ...  # app/study_ports.py: stored studies, links, decisions
+    @property
+    def regrouping(self) -> StudyRegrouping: ...  # app/study_ports.py: moving series between studies (split)
+    @property
+    def mpps(self) -> MppsRepository: ...
+    @property
+    def procedures(self) -> ProcedureLookup: ...  # requested procedures as reconciliation candidates
+    @property
+    def reports(self) -> ReportRepository: ...
+    @property
+    def outbox(self) -> Outbox: ...  # messages to other systems, committed with the state change (app/outbox.py)
+    @property
+    def wire(self) -> MessageWire: ...  # builds those messages (adapters/hl7/outbound)
+    @property
+    def message_id(self) -> int | None: ...
 
     def now(self) -> dt.datetime: ...
 

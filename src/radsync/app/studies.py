@@ -119,7 +119,7 @@ class StudyService:
         with_candidates: bool = True,
     ) -> list[StudyView]:
         """The Unassigned (or Conflict, or Matched) queue, oldest first, with ranked candidates."""
-        summaries = uow.studies.list(state, limit=limit, offset=offset)
+        summaries = uow.studies.in_state(state, limit=limit, offset=offset)
         return [self._view(uow, s, with_candidates and state is not StudyState.MATCHED) for s in summaries]
 
     def get_study(self, uow: UnitOfWork, study_instance_uid: str) -> StudyView:
@@ -286,7 +286,7 @@ class StudyService:
         return InstanceRecorded(outcome, stored.study_state)
 
     def _view(self, uow: UnitOfWork, summary: StudySummary, with_candidates: bool) -> StudyView:
-        candidates = ()
+        candidates: tuple[ScoredCandidate, ...] = ()
         if with_candidates:
             candidates = self.reconciler.candidates(uow, summary.study, summary.received_at.date())
         return StudyView(summary, candidates)

@@ -121,9 +121,9 @@ def test_links_history_and_queues(engines: Engines) -> None:
         assert uow.studies.linked_patient_ids(location) == [PatientId("P1", Issuer("HOSP"))]
         assert [h.evidence for h in uow.studies.history("1.2.3")] == [{"why": "x"}]
         assert [
-            s.study.study_instance_uid for s in uow.studies.list(StudyState.MATCHED, limit=10, offset=0)
+            s.study.study_instance_uid for s in uow.studies.in_state(StudyState.MATCHED, limit=10, offset=0)
         ] == ["1.2.3"]
-        assert uow.studies.list(StudyState.UNASSIGNED, limit=10, offset=0) == []
+        assert uow.studies.in_state(StudyState.UNASSIGNED, limit=10, offset=0) == []
         assert uow.studies.remove_links("1.2.3", None) == [link]
         assert uow.studies.get("1.2.3").links == ()
 
@@ -243,5 +243,5 @@ def test_quarantined_instances_put_a_study_on_the_conflict_list(engines: Engines
         uow.studies.add_instance(location, series_key, blob(1))
         uow.studies.add_instance(location, series_key, blob(2), quarantine="patient_id_mismatch")
         uow.studies.touch(location, quarantined=True)
-        [summary] = uow.studies.list(StudyState.CONFLICT, limit=10, offset=0)
+        [summary] = uow.studies.in_state(StudyState.CONFLICT, limit=10, offset=0)
     assert (summary.instance_count, summary.quarantined_instances, summary.series_count) == (1, 1, 1)

@@ -13,7 +13,7 @@ the wiring:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from pynetdicom import evt
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from radsync.bootstrap import Container
 
 
-def answer_charsets(settings: Settings) -> dict[str, str]:
+def answer_charsets(settings: Settings) -> Mapping[str, str]:
     """Calling AE title -> C-FIND answer character set: stations as for the worklist, destinations override."""
     return {s.ae_title: s.charset for s in settings.stations} | {
         d.ae_title: d.charset for d in settings.dicom_destinations

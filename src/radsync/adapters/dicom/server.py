@@ -130,6 +130,7 @@ class DicomServer:
                     ae.add_supported_context(sop_class, list(service.transfer_syntaxes) or TRANSFER_SYNTAXES)
                 handlers.extend(service.handlers)
             address = (self._settings.host, self._settings.dicom_port)
+            server: ThreadedAssociationServer | None
             if self._reuse_port:
                 server = _start_reuse_port_server(ae, address, handlers)
             else:

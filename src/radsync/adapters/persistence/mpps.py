@@ -179,8 +179,8 @@ class SqlMppsRepository:
         if len(uids) <= 1 and len(numbers) <= 1:
             params = {"uid": uids[0] if uids else None, "accession": numbers[0] if numbers else None}
             return list(self._conn.execute(_WAITING_ONE, params | {"patient_id": patient_id or None}).scalars())
-        params = {"uids": uids, "accessions": numbers, "patient_id": patient_id or None}
-        return list(self._conn.execute(_WAITING, params).scalars())
+        lists: dict[str, object] = {"uids": uids, "accessions": numbers, "patient_id": patient_id or None}
+        return list(self._conn.execute(_WAITING, lists).scalars())
 
     def waiting_with_studies(
         self, study_uids: Collection[str], accessions: Collection[str], patient_id: str
@@ -196,20 +196,6 @@ class SqlMppsRepository:
             rows = self._conn.execute(_WAITING_BOTH, params | {"patient_id": patient_id or None}).all()
         found_studies = [(r[1], StudyState(r[2])) for r in rows if r[0] == 0]
         return found_studies, [r[1] for r in rows if r[0] == 1]
-
-    def list(self, state: StudyState, *, limit: int, offset: int) -> list[MppsRecord]:
-        uids = (
-            self._conn.execute(
-                select(mpps.c.sop_instance_uid)
-                .where(mpps.c.state == state.value)
-                .order_by(mpps.c.pk)
-                .limit(limit)
-                .offset(offset)
-            )
-            .scalars()
-            .all()
-        )
-        return [record for uid in uids if (record := self.get(uid)) is not None]
 
     def record_decision(self, sop_instance_uid: str, record: DecisionRecord) -> None:
         self._conn.execute(

@@ -348,7 +348,7 @@ class SqlStudyRepository:
             )
         return [(r.study_instance_uid, StudyState(r.state)) for r in rows]
 
-    def list(self, state: StudyState, *, limit: int, offset: int) -> list[StudySummary]:
+    def in_state(self, state: StudyState, *, limit: int, offset: int) -> list[StudySummary]:
         where = studies.c.state == state.value
         if state is StudyState.CONFLICT:  # instances quarantined out of an otherwise fine study show here too
             where = or_(where, studies.c.quarantined_instances > 0)
@@ -454,15 +454,15 @@ class SqlStudyRepository:
         if not rows:
             return []
         pks = [r["pk"] for r in rows]
-        series_counts = dict(
-            self._conn.execute(
+        series_counts: dict[int, int] = dict(
+            self._conn.execute(  # type: ignore[arg-type]
                 select(series.c.study_pk, func.count())
                 .where(series.c.study_pk.in_(pks))
                 .group_by(series.c.study_pk)
             ).all()
         )
-        instance_counts = dict(
-            self._conn.execute(
+        instance_counts: dict[int, int] = dict(
+            self._conn.execute(  # type: ignore[arg-type]
                 select(instances.c.study_pk, func.count())
                 .where(instances.c.study_pk.in_(pks), instances.c.quarantine == "")
                 .group_by(instances.c.study_pk)
