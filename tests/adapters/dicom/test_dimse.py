@@ -140,3 +140,26 @@ def test_the_reactor_serves_a_message_when_it_arrives_and_polls_fast_only_while_
     time.sleep(ACTIVE_SECONDS)
     assert provider.get_msg(block=False) == (None, None)
     assert assoc.dul._run_loop_delay == IDLE_LOOP_DELAY  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("status", [0x0000, 0xB000, 0xA700])
+@pytest.mark.parametrize("uids", [("1.2.840.10008.5.1.4.1.1.2", "1.2.3.4"), ("1.2.840.10008.5.1.4.1.1.7", "1.2.34")])
+def test_store_response_command_set_equals_pynetdicoms(status: int, uids: tuple[str, str]) -> None:
+    from pynetdicom.dimse_messages import C_STORE_RSP
+    from pynetdicom.dimse_primitives import C_STORE
+
+    from radsync.adapters.dicom.dimse import store_response_command
+
+    rsp = C_STORE()
+    rsp.MessageIDBeingRespondedTo = 42
+    rsp.AffectedSOPClassUID, rsp.AffectedSOPInstanceUID = uids
+    rsp.Status = status
+    message = C_STORE_RSP()
+    message.primitive_to_message(rsp)
+    assert store_response_command(uids[0], 42, status, uids[1]) == encode(message.command_set, True, True)
+    assoc = FakeAssoc(16000)
+    FindResponseProvider(assoc).send_msg(rsp, 5)  # type: ignore[arg-type]
+    (pdata,) = assoc.dul.sent
+    assert pdata.presentation_data_value_list == [(5, b"\x03" + encode(message.command_set, True, True))]
+    rsp.ErrorComment = "with a comment: pynetdicom's path"
+    assert FindResponseProvider(assoc)._store_response(rsp, 5) is False

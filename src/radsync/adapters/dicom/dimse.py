@@ -5,11 +5,12 @@ a DIMSE message: it builds the command set as a pydicom Dataset keyword by keywo
 measure the group length) and sends the command and the identifier as two PDUs, each through the DUL reactor's
 queue and its own ``send()``. For a 330-item answer that is ~0.5 ms per item (measured; PERF-NOTES.md).
 
-``FindResponseProvider`` is pynetdicom's ``DIMSEServiceProvider`` with one fast path: a *pending* C-FIND response
+``FindResponseProvider`` is pynetdicom's ``DIMSEServiceProvider`` with two fast paths. A *pending* C-FIND response
 (status 0xFF00/0xFF01, an identifier, no Error Comment or Offending Element) is framed here from the standard --
 the command set of PS3.7 Table 9.3-2 in Implicit VR Little Endian (PS3.7 §6.3.1), both message parts as PDVs of
 one P-DATA-TF PDU (PS3.8 §9.3.5 allows several PDVs per PDU; message control header PS3.8 Annex E.2) -- and handed
-to the same DUL ``send_pdu``. Everything else (requests, final responses, failures, messages larger than the peer's
+to the same DUL ``send_pdu``. A plain C-STORE response (a status, no Error Comment or Offending Element) gets its
+command set (Table 9.3-1's response fields) framed the same way: it goes out once per stored instance. Everything else (requests, final responses, failures, messages larger than the peer's
 maximum PDU length, associations with EVT_DIMSE_SENT handlers bound) takes pynetdicom's own path unchanged. It is
 installed per association by ``server.tune_connection``; nothing in pynetdicom is patched, other services and other
 AEs in the process are untouched. The tests check the bytes against pynetdicom's own encoding.
@@ -35,13 +36,15 @@ from typing import Any
 
 from pynetdicom import evt
 from pynetdicom.dimse import DIMSEServiceProvider
-from pynetdicom.dimse_primitives import C_FIND
+from pynetdicom.dimse_primitives import C_FIND, C_STORE
 from pynetdicom.pdu_primitives import P_DATA
 
 from radsync.adapters.dicom.status import Status
 
 _C_FIND_RSP = 0x8020
+_C_STORE_RSP = 0x8001
 _DATA_SET_PRESENT = 0x0001
+_NO_DATA_SET = 0x0101
 _PENDING = frozenset({int(Status.PENDING), int(Status.PENDING_WARNING)})
 # Message control headers (PS3.8 Annex E.2): bit 0 command (1) / data set (0), bit 1 last fragment.
 _LAST_COMMAND_FRAGMENT = b"\x03"
@@ -80,6 +83,28 @@ def find_response_command(affected_sop_class_uid: str, message_id: int, status: 
     return _UL.pack(0x0000, 0x0000, 4, len(body)) + body
 
 
+def store_response_command(
+    affected_sop_class_uid: str, message_id: int, status: int, affected_sop_instance_uid: str
+) -> bytes:
+    """The encoded command set of a C-STORE-RSP without Error Comment or Offending Element (PS3.7 Table 9.3-2)."""
+    body = (
+        _ui(0x0002, affected_sop_class_uid)
+        + _US.pack(0x0000, 0x0100, 2, _C_STORE_RSP)
+        + _US.pack(0x0000, 0x0120, 2, message_id)
+        + _US.pack(0x0000, 0x0800, 2, _NO_DATA_SET)
+        + _US.pack(0x0000, 0x0900, 2, status)
+        + _ui(0x1000, affected_sop_instance_uid)
+    )
+    return _UL.pack(0x0000, 0x0000, 4, len(body)) + body
+
+
+def _ui(element: int, uid: str) -> bytes:
+    raw = uid.encode("ascii")
+    if len(raw) % 2:
+        raw += b"\x00"
+    return _HEADER.pack(0x0000, element, len(raw)) + raw
+
+
 class FindResponseProvider(DIMSEServiceProvider):
     """pynetdicom's DIMSE provider with a fast path for pending C-FIND responses and a reactor that does not poll
     while messages flow (see the module docstring)."""
@@ -107,8 +132,35 @@ class FindResponseProvider(DIMSEServiceProvider):
     def send_msg(self, primitive: Any, context_id: int) -> None:
         if isinstance(primitive, C_FIND) and primitive.Status in _PENDING:
             self._wait_for_room()
-        if not self._fast_path(primitive, context_id):
+        if not (self._fast_path(primitive, context_id) or self._store_response(primitive, context_id)):
             super().send_msg(primitive, context_id)
+
+    def _store_response(self, primitive: Any, context_id: int) -> bool:
+        """A plain C-STORE-RSP as one PDU with a command set framed here (~0.3 ms less than pynetdicom's path)."""
+        if (
+            not isinstance(primitive, C_STORE)
+            or primitive.MessageIDBeingRespondedTo is None
+            or primitive.Status is None
+            or primitive.ErrorComment is not None
+            or primitive.OffendingElement is not None
+            or not primitive.AffectedSOPClassUID
+            or not primitive.AffectedSOPInstanceUID
+            or self.assoc.get_handlers(evt.EVT_DIMSE_SENT)
+        ):
+            return False
+        command = store_response_command(
+            str(primitive.AffectedSOPClassUID),
+            int(primitive.MessageIDBeingRespondedTo),
+            int(primitive.Status),
+            str(primitive.AffectedSOPInstanceUID),
+        )
+        limit = self.maximum_pdu_size
+        if limit and len(command) + _PDV_OVERHEAD > limit:
+            return False
+        pdata = P_DATA()
+        pdata.presentation_data_value_list.append((context_id, _LAST_COMMAND_FRAGMENT + command))
+        self.dul.send_pdu(pdata)
+        return True
 
     def _wait_for_room(self) -> None:
         """Block while the DUL already holds ``MAX_QUEUED_PDUS`` PDUs to send (see MAX_QUEUED_PDUS)."""
