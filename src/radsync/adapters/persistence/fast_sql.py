@@ -21,11 +21,11 @@ from __future__ import annotations
 from collections import namedtuple
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Connection, exc
 from sqlalchemy.engine import Dialect
-from sqlalchemy.sql import Executable
+from sqlalchemy.sql import ClauseElement, Executable
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +101,7 @@ def execute_many(conn: Connection, statement: Executable, params: Sequence[Mappi
 
 def _plan(statement: Executable, dialect: Dialect, keys: tuple[str, ...]) -> _Plan | None:
     """Compile for this dialect and these parameter names; None when only ``Connection.execute`` is faithful."""
-    compiled: Any = statement.compile(dialect=dialect, column_keys=list(keys))
+    compiled: Any = cast(ClauseElement, statement).compile(dialect=dialect, column_keys=list(keys))
     if (
         compiled.insert_prefetch or compiled.update_prefetch or compiled.literal_execute_params
         or compiled.escaped_bind_names or dialect.paramstyle not in ("qmark", "pyformat")

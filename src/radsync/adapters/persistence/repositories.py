@@ -196,7 +196,7 @@ class SqlOrderRepository:
         pk = None
         if any(present):
             params = {name: e.value for (name, _, _), e in zip(_ORDER_NUMBERS, wanted, strict=True) if e.value}
-            rows = fast_sql.rows(self._conn, _order_candidates(present), params)
+            rows = fast_sql.rows(self._conn, _order_candidates(present), params)  # type: ignore[arg-type]
             # filler first, then placer, then accession; the newest order wins; an issuer, when given, must match
             for position, entity in enumerate(wanted):
                 if not entity.value:
