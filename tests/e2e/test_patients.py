@@ -22,8 +22,8 @@ import pytest
 from hl7.client import MLLPClient
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pynetdicom import AE
 from pydicom.sequence import Sequence
+from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage, ModalityPerformedProcedureStep  # type: ignore[attr-defined]
 from sqlalchemy import text
 

@@ -43,7 +43,7 @@ from radsync.adapters.persistence.tables import (
     studies,
     study_links,
 )
-from radsync.adapters.persistence.worklist import _Where, cast_bool
+from radsync.adapters.persistence.worklist import WhereClauses, cast_bool
 from radsync.app.archive import (
     ArchiveQuery,
     Demographics,
@@ -109,7 +109,7 @@ class SqlArchiveReader:
         if not patient_keyed:
             return list(conn.execute(select(studies.c.pk).where(*common).order_by(studies.c.pk)).scalars())
         # MATCHED: through the links to the current patient and the linked orders.
-        linked = _Where(self._dialect)
+        linked = WhereClauses(self._dialect)
         linked.text(patients.c.patient_id, query.patient_id)
         linked.text(patients.c.issuer, query.patient_issuer)
         linked.text(patients.c.sex, query.sex)
@@ -127,7 +127,7 @@ class SqlArchiveReader:
         )
         matched = select(studies.c.pk).where(studies.c.state == _MATCHED, studies.c.pk.in_(via_links), *common)
         # UNASSIGNED / CONFLICT: the columns as received (names are left to study_matches).
-        received = _Where(self._dialect)
+        received = WhereClauses(self._dialect)
         received.text(studies.c.patient_id, query.patient_id)
         received.text(studies.c.patient_issuer, query.patient_issuer)
         received.text(studies.c.sex, query.sex)
@@ -145,12 +145,12 @@ class SqlArchiveReader:
         return sorted(pks)
 
     def _study_clauses(self, query: ArchiveQuery) -> list[ColumnElement[bool]]:
-        where = _Where(self._dialect)
+        where = WhereClauses(self._dialect)
         where.text(studies.c.study_instance_uid, query.study_instance_uid)
         clauses = list(where.clauses)
         clauses.extend(_date_clauses(studies.c.study_date, query.study_date))
         if query.modalities is not None and not isinstance(query.modalities, IsEmpty):
-            by_modality = _Where(self._dialect)
+            by_modality = WhereClauses(self._dialect)
             by_modality.text(series.c.modality, _upper(query.modalities))
             clauses.append(studies.c.pk.in_(select(series.c.study_pk).where(*by_modality.clauses)))
         return clauses
@@ -240,7 +240,7 @@ class SqlArchiveReader:
 
     def find_series(self, query: ArchiveQuery) -> list[SeriesRecord]:
         with self._engine.connect() as conn:
-            where = _Where(self._dialect)
+            where = WhereClauses(self._dialect)
             where.text(studies.c.study_instance_uid, query.study_instance_uid)
             where.text(series.c.series_instance_uid, query.series_instance_uid)
             if query.modality is not None:
@@ -271,7 +271,7 @@ class SqlArchiveReader:
             return found
 
     def find_instances(self, query: ArchiveQuery) -> list[InstanceRecord]:
-        where = _Where(self._dialect)
+        where = WhereClauses(self._dialect)
         where.text(studies.c.study_instance_uid, query.study_instance_uid)
         where.text(series.c.series_instance_uid, query.series_instance_uid)
         where.text(instances.c.sop_instance_uid, query.sop_instance_uid)

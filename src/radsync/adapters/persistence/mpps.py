@@ -10,8 +10,7 @@ from sqlalchemy import Connection, bindparam, delete, insert, literal_column, or
 
 from radsync.adapters.persistence import codec as c
 from radsync.adapters.persistence import fast_sql
-from radsync.adapters.persistence.studies import _waiting as _studies_waiting
-from radsync.adapters.persistence.studies import decision_from_row
+from radsync.adapters.persistence.studies import decision_from_row, waiting_statement
 from radsync.adapters.persistence.tables import (
     mpps,
     mpps_request_items,
@@ -69,7 +68,7 @@ def _waiting_with_studies(single: bool) -> Any:
     Rows: (kind 0 = study, 1 = MPPS; uid; state; pk), studies first, each kind in primary-key order as the two
     separate statements return them.
     """
-    study_part = _studies_waiting(single).order_by(None).add_columns(studies.c.pk, literal_column("0").label("kind"))
+    study_part = waiting_statement(single).order_by(None).add_columns(studies.c.pk, literal_column("0").label("kind"))
     mpps_part = _waiting(single).order_by(None).add_columns(mpps.c.state, mpps.c.pk, literal_column("1").label("kind"))
     union = union_all(study_part, mpps_part).subquery()
     return select(union.c.kind, union.c.study_instance_uid, union.c.state, union.c.pk).order_by(union.c.kind, union.c.pk)

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, and_, exists, false, or_, select
 
 from radsync.adapters.persistence import codec as c
-from radsync.adapters.persistence.repositories import _patient_from_row, _step_from_row
+from radsync.adapters.persistence.repositories import patient_from_row, step_from_row
 from radsync.adapters.persistence.tables import orders, patients, requested_procedures, scheduled_steps
 from radsync.domain.ids import EntityId
 from radsync.domain.names import fold
@@ -94,7 +94,7 @@ class SqlProcedureLookup:
             .where(scheduled_steps.c.procedure_pk.in_(list(steps)))
             .order_by(scheduled_steps.c.pk)
         ):
-            steps[s.procedure_pk].append(_step_from_row(s._mapping))
+            steps[s.procedure_pk].append(step_from_row(s._mapping))
         result = []
         for r in rows:
             order = r.order_details
@@ -103,7 +103,7 @@ class SqlProcedureLookup:
                     procedure_uid=r.study_instance_uid,
                     procedure_id=r.procedure_id,
                     accession=c.entity_from(order["accession"]),
-                    patient=_patient_from_row(r._mapping),
+                    patient=patient_from_row(r._mapping),
                     steps=tuple(steps[r.pk]),
                     filler_number=c.entity_from(order["filler_number"]),
                     placer_number=c.entity_from(order["placer_number"]),

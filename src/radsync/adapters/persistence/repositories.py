@@ -100,7 +100,7 @@ class SqlPatientRepository:
         found = fast_sql.rows(self._conn, _PATIENT_BY_ID, _identifier_params(patient_id))
         row = found[0] if found else None
         self._pks[_pk_key(patient_id)] = row.pk if row is not None else None
-        return _patient_from_row(row._asdict()) if row is not None else None
+        return patient_from_row(row._asdict()) if row is not None else None
 
     def pk_of(self, patient_id: PatientId) -> int | None:
         key = _pk_key(patient_id)
@@ -152,7 +152,7 @@ def _patient_values(p: Patient) -> dict[str, Any]:
     }
 
 
-def _patient_from_row(row: Any) -> Patient:
+def patient_from_row(row: Any) -> Patient:
     d = row["details"]
     return Patient(
         id=PatientId(
@@ -251,9 +251,9 @@ class SqlOrderRepository:
         ).all()
         steps_by_proc: dict[int, list[ScheduledStep]] = {}
         for s in step_rows:
-            steps_by_proc.setdefault(s.procedure_pk, []).append(_step_from_row(s._mapping))
+            steps_by_proc.setdefault(s.procedure_pk, []).append(step_from_row(s._mapping))
         procedures = tuple(
-            _procedure_from_row(p._mapping, tuple(steps_by_proc.get(p.pk, []))) for p in proc_rows
+            procedure_from_row(p._mapping, tuple(steps_by_proc.get(p.pk, []))) for p in proc_rows
         )
         d = order_row["details"]
         return ImagingOrder(
@@ -405,7 +405,7 @@ def _procedure_details(p: RequestedProcedure) -> dict[str, Any]:
     }
 
 
-def _procedure_from_row(row: Any, steps: tuple[ScheduledStep, ...]) -> RequestedProcedure:
+def procedure_from_row(row: Any, steps: tuple[ScheduledStep, ...]) -> RequestedProcedure:
     d = row["details"]
     return RequestedProcedure(
         procedure_id=row["procedure_id"],
@@ -432,7 +432,7 @@ def _step_details(s: ScheduledStep) -> dict[str, Any]:
     }
 
 
-def _step_from_row(row: Any) -> ScheduledStep:
+def step_from_row(row: Any) -> ScheduledStep:
     d = row["details"]
     return ScheduledStep(
         step_id=row["step_id"],

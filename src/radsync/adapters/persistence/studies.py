@@ -62,7 +62,7 @@ _TOUCH = update(studies).where(studies.c.pk == bindparam("key")).values(last_rec
 _TOUCH_QUARANTINED = _TOUCH.values(quarantined_instances=studies.c.quarantined_instances + 1)
 # Run for every placed order (late ORM): built once. The usual order has one study UID and one accession: that
 # form compares with plain parameters (None matches nothing), the general one expands IN lists at execution.
-def _waiting(single: bool) -> Any:
+def waiting_statement(single: bool) -> Any:
     def matches(column: Any, name: str) -> Any:
         return column == bindparam(name[:-1]) if single else column.in_(bindparam(name, expanding=True))
 
@@ -91,8 +91,8 @@ def _waiting(single: bool) -> Any:
     )
 
 
-_WAITING = _waiting(single=False)
-_WAITING_ONE = _waiting(single=True)
+_WAITING = waiting_statement(single=False)
+_WAITING_ONE = waiting_statement(single=True)
 
 
 class SqlStudyRepository:

@@ -38,7 +38,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Engine, Select, Text, cast, false, func, or_, select
 
 from radsync.adapters.persistence import codec as c
-from radsync.adapters.persistence.repositories import _patient_from_row, _procedure_from_row, _step_from_row
+from radsync.adapters.persistence.repositories import patient_from_row, procedure_from_row, step_from_row
 from radsync.adapters.persistence.tables import (
     orders,
     patients,
@@ -129,7 +129,7 @@ class SqlWorklistReader:
 
 def worklist_statement(query: WorklistQuery, dialect: str) -> tuple[Select[Any], bool]:
     """The SELECT for ``query`` and whether its WHERE clause expresses the whole query (then LIMIT is safe)."""
-    builder = _Where(dialect)
+    builder = WhereClauses(dialect)
     # A step whose modality has no configured station is on nobody's worklist: Scheduled Station AE Title is a
     # Type 1 return key (PS3.4 K.6), so it could not be answered correctly anyway (docs/worklist.md, Stations).
     builder.add(s.c.station_ae_titles != "")
@@ -169,7 +169,7 @@ def worklist_statement(query: WorklistQuery, dialect: str) -> tuple[Select[Any],
     return statement, builder.exact
 
 
-class _Where:
+class WhereClauses:
     """Collects WHERE clauses; ``exact`` turns False when a constraint is left to ``WorklistQuery.matches``."""
 
     def __init__(self, dialect: str) -> None:
@@ -307,7 +307,7 @@ class _ItemCache:
 def _item_from_row(row: tuple[Any, ...]) -> WorklistItem:
     (_s_pk, step_id, modality, start_at, status, stations, s_details, procedure_id, study_uid, p_details, _o_pk,
      o_details, _pt_pk, patient_id, issuer, issuer_uid, issuer_uid_type, name, birth_date, sex, pt_details) = row
-    patient = _patient_from_row(
+    patient = patient_from_row(
         {
             "patient_id": patient_id,
             "issuer": issuer,
@@ -320,10 +320,10 @@ def _item_from_row(row: tuple[Any, ...]) -> WorklistItem:
         }
     )
     order = _order_from_details(json.loads(o_details), patient.id)
-    procedure = _procedure_from_row(
+    procedure = procedure_from_row(
         {"procedure_id": procedure_id, "study_instance_uid": study_uid, "details": json.loads(p_details)}, ()
     )
-    step = _step_from_row(
+    step = step_from_row(
         {
             "step_id": step_id,
             "modality": modality,
