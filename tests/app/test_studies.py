@@ -72,7 +72,10 @@ def test_a_known_series_instance_costs_three_statements(hub: Hub) -> None:
         hub.store(instance("1.2.3.100"))
     finally:
         event.remove(hub.engines.write, "before_cursor_execute", count)
-    assert statements == ["SELECT", "INSERT", "UPDATE"]
+    if hub.engines.write.dialect.name == "sqlite":
+        assert statements == ["SELECT", "INSERT", "UPDATE"]
+    else:  # the touch locks the study row first (a split in flight is waited for), then the series is read
+        assert statements == ["UPDATE", "SELECT", "INSERT"]
 
 
 def test_identical_resend_succeeds_and_changes_nothing(hub: Hub) -> None:

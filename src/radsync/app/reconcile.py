@@ -154,8 +154,10 @@ class Reconciler:
         """Move the chosen series to a new study linked to the order; returns the new study.
 
         The order's link, if the original study had it, moves along when the original keeps another link.
-        Both studies' histories record the split (who, why, which series, old and new links).
+        Both studies' histories record the split (who, why, which series, old and new links). The study is
+        locked first, so a C-STORE into a series being moved waits and then follows the split.
         """
+        uow.regrouping.lock(command.study_instance_uid)
         study = self._study(uow, command.study_instance_uid)
         chosen = tuple(dict.fromkeys(u.strip() for u in command.series_instance_uids if u.strip()))
         if not chosen:

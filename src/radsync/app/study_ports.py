@@ -146,6 +146,10 @@ class StudyRepository(Protocol):
 class StudyRegrouping(Protocol):
     """Moving stored series between studies (split, grouped procedures); index rows only, never files."""
 
+    def lock(self, study_instance_uid: str) -> None:
+        """Hold the study against concurrent C-STOREs until the transaction ends (taken before anything is read)."""
+        ...
+
     def series_of(self, study_instance_uid: str) -> list[SeriesBrief]: ...
 
     def study_of_series(self, series_instance_uid: str) -> str | None: ...

@@ -60,6 +60,17 @@ _LOCATE = (
 )
 _TOUCH = update(studies).where(studies.c.pk == bindparam("key")).values(last_received_at=bindparam("at"))
 _TOUCH_QUARANTINED = _TOUCH.values(quarantined_instances=studies.c.quarantined_instances + 1)
+# PostgreSQL: the C-STORE's touch comes first and locks the study row, in a statement of its own (READ COMMITTED
+# takes a fresh snapshot per statement), before the series is looked up: a C-STORE waits for a split of that
+# study in flight and then reads where the series went; a split waits for the C-STOREs holding the row
+# (study_split.py). Still three statements per instance of a known series. SQLite's one writer (BEGIN
+# IMMEDIATE) serialises them already and keeps the touch after the insert.
+_LOCK_TOUCH = (
+    update(studies)
+    .where(studies.c.study_instance_uid == bindparam("study_uid"))
+    .values(last_received_at=bindparam("at"))
+    .returning(studies.c.pk)
+)
 # Run for every placed order (late ORM): built once. The usual order has one study UID and one accession: that
 # form compares with plain parameters (None matches nothing), the general one expands IN lists at execution.
 def waiting_statement(single: bool) -> Any:
@@ -99,10 +110,17 @@ class SqlStudyRepository:
     def __init__(self, connection: Connection, now: dt.datetime) -> None:
         self._conn = connection
         self._now = now
+        self._locks_rows = connection.dialect.name != "sqlite"
+        self._touched: set[int] = set()  # studies ``locate`` locked and touched at ``now`` (PostgreSQL)
 
     # -- the C-STORE hot path -----------------------------------------------------------------------------
 
     def locate(self, study_instance_uid: str, series_instance_uid: str) -> StudyLocation | None:
+        if self._locks_rows:
+            key = self._conn.execute(_LOCK_TOUCH, {"study_uid": study_instance_uid, "at": self._now}).scalar()
+            if key is None:
+                return None
+            self._touched.add(key)
         row = self._conn.execute(
             _LOCATE, {"study_uid": study_instance_uid, "series_uid": series_instance_uid}
         ).first()
@@ -135,6 +153,8 @@ class SqlStudyRepository:
         return insert_or_skip(self._conn, instances, values, ["sop_instance_uid"]) is not None
 
     def touch(self, location: StudyLocation, *, quarantined: bool = False) -> None:
+        if not quarantined and location.key in self._touched:
+            return  # done by ``locate`` with the same time, in this transaction
         self._conn.execute(
             _TOUCH_QUARANTINED if quarantined else _TOUCH, {"key": location.key, "at": self._now}
         )

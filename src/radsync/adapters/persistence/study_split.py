@@ -21,6 +21,17 @@ class SqlStudyRegrouping:
         self._conn = connection
         self._now = now
 
+    def lock(self, study_instance_uid: str) -> None:
+        """Hold the study row until commit (PostgreSQL ``FOR UPDATE``; SQLite's one writer holds everything).
+
+        A C-STORE into the study locks the same row before it looks up its series (studies.py ``locate``): a
+        split never moves a series under an instance being indexed, and an instance waiting for a split reads
+        where its series went once the split commits.
+        """
+        self._conn.execute(
+            select(studies.c.pk).where(studies.c.study_instance_uid == study_instance_uid).with_for_update()
+        )
+
     def series_of(self, study_instance_uid: str) -> list[SeriesBrief]:
         rows = self._conn.execute(
             select(series.c.series_instance_uid, series.c.modality)
