@@ -1,0 +1,181 @@
+"""Issue 5 acceptance gaps, end to end on SQLite and PostgreSQL: out-of-order updates across a restart, MPPS under
+a merged identifier, C-MOVE after an ADT A08 correction.
+
+Same real parts as tests/e2e/test_patients.py: python-hl7's MLLPClient to the real MLLP listener, dcmtk's findscu
+and movescu against the real DICOM listener, pynetdicom for C-STORE and MPPS, dcmtk's storescp as the C-MOVE
+destination, the HTTP API in-process. ``running`` builds the whole stack on one settings object, so a second
+``running`` on the same database is a restart (no state carried over in memory).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydicom import dcmread
+from sqlalchemy import text
+
+from radsync.adapters.dicom.server import DicomServer
+from radsync.adapters.hl7.intake import Hl7Intake
+from radsync.adapters.hl7.server import Hl7Server
+from radsync.bootstrap import build_container
+from radsync.clock import utc_now
+from radsync.config import Settings, load_settings
+from tests.adapters.hl7.test_hl7_loopback import LoopThread
+from tests.adapters.outbox.receiver import Receiver
+from tests.adapters.outbox.support import FAST
+from tests.conftest import free_port
+from tests.e2e.test_patients import ROOT, PatientApi, Site, adt, orm
+
+FINDSCU, MOVESCU, STORESCP = "/usr/bin/findscu", "/usr/bin/movescu", "/usr/bin/storescp"
+needs_dcmtk = pytest.mark.skipif(
+    not all(os.path.exists(t) for t in (FINDSCU, MOVESCU, STORESCP)), reason="dcmtk is not installed"
+)
+DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
+
+
+@pytest.fixture
+def storescp(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    out = tmp_path / "moved"
+    out.mkdir()
+    port = free_port()
+    proc = subprocess.Popen([STORESCP, "-aet", "STORESCP", "-od", str(out), str(port)], env=DCMTK_ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    try:
+        yield port, out
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def site_settings(tmp_path: Path, database_url: str, ris: Receiver, **extra: Any) -> Settings:
+    destination = {"name": "ris", "host": "127.0.0.1", "port": ris.port, "events": ["patient"], **FAST}
+    return load_settings(None, {
+        "data_dir": tmp_path / "data", "database_url": database_url, "hl7_destinations": [destination],
+        "timezone": "Europe/Berlin", "dicom_port": 0, "dicom_processes": 1,
+        "stations": [{"ae_title": "CT01", "modality": "CT"}], **extra,
+    })
+
+
+@contextmanager
+def running(settings: Settings, ris: Receiver, tmp_path: Path) -> Iterator[Site]:
+    """The MLLP, DICOM and HTTP sides of radsync with a fresh container (as ``radsync serve`` builds them)."""
+    container = build_container(settings)
+    container.outbox.start()
+    intake = Hl7Intake(settings, container.engines, container.orders, utc_now, outbound=container.outbound)
+    intake.start()
+    loop = LoopThread()
+    server = Hl7Server(intake, "127.0.0.1", 0, max_message_bytes=64 * 1024)
+    port = loop.run(server.start())
+    dicom = DicomServer(settings, container.engines, container)
+    dicom_port = dicom.start()
+    http = PatientApi(container, loop)
+    try:
+        yield Site(container, ris, http, port, dicom_port, tmp_path)
+    finally:
+        http.close()
+        dicom.stop()
+        loop.run(server.stop())
+        intake.stop()
+        loop.close()
+        container.outbox.stop()
+        container.engines.dispose()
+
+
+@pytest.fixture
+def ris() -> Iterator[Receiver]:
+    receiver = Receiver().start()
+    try:
+        yield receiver
+    finally:
+        receiver.close()
+
+
+@needs_dcmtk
+def test_an_older_a08_after_a_restart_does_not_roll_the_patient_back(
+    tmp_path: Path, database_url: str, ris: Receiver
+) -> None:
+    settings = site_settings(tmp_path, database_url, ris)
+    with running(settings, ris, tmp_path) as site:
+        site.accepted(orm("P1", "Doe^Jane", "ACC1", "O1", msh7="20240611090000"))
+        site.accepted(adt("A08", "P1", "Doe^Janet", "A1", msh7="20240611120500", evn2="20240611120000"))
+    with running(settings, ris, tmp_path) as site:  # a restart: new process state, same database
+        # EVN-2 older than the applied update's, MSH-7 newer: EVN-2 (when the event happened) decides
+        site.accepted(adt("A08", "P1", "Doe^Old", "A2", msh7="20240611130000", evn2="20240611110000"))
+        # an A31 (update patient information) with an older MSH-7 and no EVN-2 is ignored the same way
+        site.accepted(adt("A31", "P1", "Doe^Older", "A3", msh7="20240611100000", structure="ADT_A05"))
+        [item] = site.mwl("PatientID=P1")
+        assert str(item.PatientName) == "Doe^Janet"
+        [patient] = [site.http.get("/api/patients/P1").json()]
+        assert patient["name"] == "Doe^Janet"
+        history = site.history("P1")["history"]
+        assert [e["kind"] for e in history][-2:] == ["demographics.stale", "demographics.stale"]
+        assert [e["by"]["control_id"] for e in history[-2:]] == ["A2", "A3"]
+        # a newer one still applies after the restart
+        site.accepted(adt("A08", "P1", "Doe^Newer", "A4", msh7="20240611140000", evn2="20240611135900"))
+        assert str(site.mwl("PatientID=P1")[0].PatientName) == "Doe^Newer"
+
+
+@pytest.fixture
+def site(tmp_path: Path, database_url: str, ris: Receiver) -> Iterator[Site]:
+    with running(site_settings(tmp_path, database_url, ris), ris, tmp_path) as s:
+        yield s
+
+
+def test_an_mpps_created_under_a_merged_identifier_attaches_to_the_survivor(site: Site) -> None:
+    site.accepted(orm("P8", "Rossi^Maria", "ACC8", "O1"))
+    site.accepted(adt("A40", "P8", "Rossi^Maria", "M1", msh7="20240611160000", prior="TMP8", structure="ADT_A39"))
+    site.mpps_in_progress(f"{ROOT}.18", "TMP8")  # the modality still has the temporary ID
+    state, _ = site.mpps_state(f"{ROOT}.18")
+    assert state == "matched"
+    with site.container.engines.read.connect() as conn:
+        status = conn.execute(text(
+            "SELECT s.status FROM scheduled_steps s JOIN orders o ON o.pk = s.order_pk WHERE o.accession = 'ACC8'"
+        )).scalar_one()
+    assert status == "STARTED"  # the survivor's order advanced
+
+
+@pytest.fixture
+def moving_site(tmp_path: Path, database_url: str, ris: Receiver, storescp: tuple[int, Path]) -> Iterator[Site]:
+    destinations = [{"ae_title": "STORESCP", "host": "127.0.0.1", "port": storescp[0]}]
+    with running(site_settings(tmp_path, database_url, ris, dicom_destinations=destinations), ris, tmp_path) as s:
+        yield s
+
+
+@needs_dcmtk
+def test_c_move_after_an_a08_correction_sends_the_new_name_and_keeps_the_old_one(
+    moving_site: Site, storescp: tuple[int, Path]
+) -> None:
+    site, (_, received) = moving_site, storescp
+    site.accepted(orm("P6", "Smyth^Jon", "ACC6", "O1"))
+    assert site.store(f"{ROOT}.6", "P6", "Smyth^Jon", accession="ACC6") == 0
+    assert site.study_state(f"{ROOT}.6") == "matched"
+    site.accepted(adt("A08", "P6", "Smith^John", "A1", msh7="20240611170000", evn2="20240611165900"))
+
+    done = subprocess.run([MOVESCU, "-v", "-S", "-aec", "RADSYNC", "-aem", "STORESCP",
+                           "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={ROOT}.6",
+                           "127.0.0.1", str(site.dicom_port)], capture_output=True, text=True, timeout=60,
+                          env=DCMTK_ENV)
+    assert done.returncode == 0, done.stderr
+    assert "received final move response (success)" in done.stderr.lower()
+    [moved] = [dcmread(p) for p in received.iterdir()]
+    assert str(moved.PatientName) == "Smith^John" and moved.PatientID == "P6"
+    old = moved.OriginalAttributesSequence[-1].ModifiedAttributesSequence[0]
+    assert str(old.PatientName) == "Smyth^Jon"
+    assert [item.AccessionNumber for item in moved.RequestAttributesSequence] == ["ACC6"]
+    [answer] = site.qr("StudyInstanceUID=" + f"{ROOT}.6")  # and the C-FIND answer says the same
+    assert str(answer.PatientName) == "Smith^John"
