@@ -14,7 +14,7 @@ report, and its studies go out with its first status message.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from radsync.app import status_out
 from radsync.app.outbound import context_of, send
@@ -61,7 +61,9 @@ class LinkCorrection:
             sent: list[str] = []
             status = status_out.placer_status(after)
             if status is not None and status is status_out.placer_status(before.order):
-                ctx = context_of(uow, after)
+                # exactly the studies fulfilling the order now: none after an unlink (context_of would fall back
+                # to the order's own scheduled UID, which no stored study has)
+                ctx = replace(context_of(uow, after), study_uids=tuple(now_uids))
                 sent = send(uow, "status", ctx, uow.wire.status_message_type,
                             lambda address, c=ctx, s=status: uow.wire.order_status(c, s, address))
             control_ids.extend(sent)
