@@ -212,5 +212,17 @@ def resolved_subject(uow: UnitOfWork, subject: Subject) -> Subject:
     return replace(subject, patient_id=survivor) if survivor is not None else subject
 
 
+def file_under_survivor(uow: UnitOfWork, received: PatientId) -> PatientId | None:
+    """A study that arrived under a merged (alias) identifier is keyed to the survivor, as the merge keyed the
+    studies waiting then (``move_received``; the received ID stays in the study's details), so C-FIND and the
+    ops API find it under the survivor and a retrieved copy names the survivor. Returns the survivor, if any."""
+    if not received.value.strip():
+        return None
+    survivor = uow.identities.alias_target(received)
+    if survivor is not None:
+        uow.identities.move_received(received, survivor)
+    return survivor
+
+
 def _iso(value: object) -> str | None:
     return value.isoformat() if value is not None else None  # type: ignore[attr-defined]

@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from radsync.app.patients import file_under_survivor
 from radsync.app.ports import OrderKey, UnitOfWork
 from radsync.app.reconcile import LinkOrder, ManualReconcile, Reconciler, Split, Unlink
 from radsync.app.study_ports import StudyLocation, StudySummary
@@ -163,6 +164,7 @@ class StudyService:
             return self._new_series(uow, location, command)
         series_key = uow.studies.add_series(location, command.series)
         uow.studies.add_instance(location, series_key, command.instance)
+        file_under_survivor(uow, header.patient_id)  # received under a merged ID: the survivor's (issue 5 §2)
         decision = self.reconciler.decide_study(uow, study, trigger="instance")
         return InstanceRecorded(InstanceOutcome.STORED, decision.state, new_study=True, decision=decision)
 
