@@ -162,7 +162,7 @@ class Settings(BaseSettings):
     # Group commit: how many inbound HL7 messages may share one database transaction.
     hl7_max_batch: int = Field(64, ge=1, le=1000)
     mwl_max_answers: int = Field(5000, ge=1)
-    # Receiving processes sharing the DICOM port (SO_REUSEPORT): pynetdicom is GIL-bound per process, so C-STORE
+    # Receiving processes sharing the DICOM port (one listening socket): pynetdicom is GIL-bound per process, so C-STORE
     # scales with associations only across processes. 0 = auto: min(4, CPU count); 1 = in the serving process.
     dicom_processes: int = Field(0, ge=0, le=64)
     # C-STORE answer for a known SOP Instance UID with other content (original kept, newcomer set aside):

@@ -1,4 +1,4 @@
-"""Several receiving processes on one port (SO_REUSEPORT, workers.py): parallel associations all succeed and
+"""Several receiving processes on one port (one shared listening socket, workers.py): parallel associations all succeed and
 the shared database and blob store stay consistent."""
 
 from __future__ import annotations
@@ -74,3 +74,54 @@ def test_a_killed_worker_is_replaced_and_stop_still_works(tmp_path: Path) -> Non
         container.engines.dispose()
     assert workers.pids == []
     assert time.monotonic() - started < 30  # no hang on stop after a crash
+
+
+def _sockets(pid: int) -> int:
+    import os
+
+    fds = os.listdir(f"/proc/{pid}/fd")
+    return sum(1 for fd in fds if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:"))
+
+
+def test_associations_are_spread_over_the_workers_and_a_stopped_worker_leaves_the_listener_up(
+    tmp_path: Path,
+) -> None:
+    """One listening socket shared by the workers, the least busy one accepting (SO_REUSEPORT hashed 3:1)."""
+    import os
+    import signal
+    import time
+
+    from pynetdicom import AE
+
+    settings = archive_settings(tmp_path / "data", dicom_processes=2)
+    container = build_container(settings)
+    workers = DicomWorkers(settings, 2)
+    port = workers.start()
+    scu = AE(ae_title="CT01")
+    scu.add_requested_context("1.2.840.10008.1.1")
+    try:
+        before = {pid: _sockets(pid) for pid in workers.pids}
+        associations = []
+        for _ in range(4):
+            assoc = scu.associate("127.0.0.1", port, ae_title="RADSYNC")
+            assert assoc.is_established
+            associations.append(assoc)
+            time.sleep(0.2)
+        served = {pid: _sockets(pid) - before[pid] for pid in workers.pids}
+        assert sum(served.values()) == 4 and min(served.values()) >= 1, served
+        for assoc in associations:
+            assert assoc.send_c_echo().Status == 0
+            assoc.release()
+        victim = workers.pids[0]
+        os.kill(victim, signal.SIGTERM)  # a clean stop closes its descriptor only, never the shared socket
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (victim in workers.pids or len(workers.pids) != 2):
+            time.sleep(0.2)
+        assert victim not in workers.pids and len(workers.pids) == 2
+        for _ in range(4):  # the survivor (and then the replacement) keep accepting on the same socket
+            assoc = scu.associate("127.0.0.1", port, ae_title="RADSYNC")
+            assert assoc.is_established and assoc.send_c_echo().Status == 0
+            assoc.release()
+    finally:
+        workers.stop()
+        container.engines.dispose()

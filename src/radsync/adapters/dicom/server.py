@@ -40,6 +40,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 from pydicom.uid import (
@@ -90,10 +91,15 @@ class DicomServer:
     """radsync's DICOM SCPs on one AE; ``start`` returns the bound port, ``stop`` shuts it all down."""
 
     def __init__(
-        self, settings: Settings, engines: Engines, container: Container | None = None, *, reuse_port: bool = False
+        self,
+        settings: Settings,
+        engines: Engines,
+        container: Container | None = None,
+        *,
+        listener: socket.socket | None = None,
     ) -> None:
         self._settings = settings
-        self._reuse_port = reuse_port  # several processes share the port (workers.py)
+        self._listener = listener  # a listening socket shared with other processes (workers.py)
         self.services: list[DicomService] = [
             verification_service(),
             worklist_service(SqlWorklistReader(engines.read), WorklistPolicy.from_settings(settings)),
@@ -131,8 +137,8 @@ class DicomServer:
                 handlers.extend(service.handlers)
             address = (self._settings.host, self._settings.dicom_port)
             server: ThreadedAssociationServer | None
-            if self._reuse_port:
-                server = _start_reuse_port_server(ae, address, handlers)
+            if self._listener is not None:
+                server = _start_shared_listener_server(ae, self._listener, handlers)
             else:
                 server = ae.start_server(address, block=False, evt_handlers=handlers)
             assert server is not None
@@ -178,19 +184,52 @@ def _log_rejection(event: Any) -> None:
     )
 
 
-class ReusePortAssociationServer(ThreadedAssociationServer):
-    """pynetdicom's threaded server with SO_REUSEPORT set before bind: the kernel spreads new connections over
-    every process bound to the port (Linux), so each receiving process runs its own GIL (workers.py)."""
+ACCEPT_DELAY_PER_ASSOCIATION = 0.002
+RECENT_ACCEPT_SECONDS = 0.1
+
+
+class SharedListenerAssociationServer(ThreadedAssociationServer):
+    """pynetdicom's threaded server on a listening socket that other processes accept from too (workers.py).
+
+    The socket is non-blocking: every process waiting in ``select`` wakes on a new connection and the first to
+    ``accept`` takes it (the others get EAGAIN and wait again). A process waits ``ACCEPT_DELAY_PER_ASSOCIATION``
+    per association it already serves before trying, so new associations go to the least busy process (SO_REUSEPORT
+    hashes the addresses instead: 4 associations on 2 processes were split 3:1 in three rounds of three).
+    Closing only closes this process's descriptor: a ``shutdown()`` of the socket would stop every process's
+    listener.
+    """
+
+    listener: socket.socket
+    _accepted_at = 0.0
+
+    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        # An association accepted a moment ago may not have its thread yet: count it as busy too.
+        busy = len(self.ae.active_associations) + (time.monotonic() - self._accepted_at < RECENT_ACCEPT_SECONDS)
+        if busy:
+            time.sleep(ACCEPT_DELAY_PER_ASSOCIATION * busy)
+        request = super().get_request()
+        self._accepted_at = time.monotonic()
+        return request
 
     def server_bind(self) -> None:
         assert self.socket is not None
-        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        super().server_bind()
+        self.socket.close()  # the one socketserver made; never bound
+        self.socket = self.listener
+        self.server_address = self.listener.getsockname()
+
+    def server_activate(self) -> None:
+        pass  # already listening
+
+    def server_close(self) -> None:
+        assert self.socket is not None
+        self.socket.close()
 
 
-def _start_reuse_port_server(ae: AE, address: tuple[str, int], handlers: list[Any]) -> ThreadedAssociationServer:
-    """``AE.start_server(block=False)`` with the server class above (pynetdicom's own non-blocking path)."""
-    server = ae.make_server(address, evt_handlers=handlers, server_class=ReusePortAssociationServer)
+def _start_shared_listener_server(ae: AE, listener: socket.socket, handlers: list[Any]) -> ThreadedAssociationServer:
+    """``AE.start_server(block=False)`` on the shared socket (pynetdicom's own non-blocking path)."""
+    listener.setblocking(False)
+    server_class = type("SharedListener", (SharedListenerAssociationServer,), {"listener": listener})
+    server = ae.make_server(listener.getsockname()[:2], evt_handlers=handlers, server_class=server_class)
     threading.Thread(target=server.serve_forever, name="DicomAcceptor", daemon=True).start()
-    ae._servers.append(server)  # as start_server does, so ae.shutdown() stops it
+    ae._servers.append(server)
     return server

@@ -2,8 +2,11 @@
 
 Why processes: pynetdicom decodes every PDU in Python under one GIL, so in one process four parallel C-STORE
 associations receive about as fast as one (PERF-NOTES.md). Each worker here is a complete ``DicomServer``
-(Verification, MWL, Storage, MPPS, Storage Commitment; Query/Retrieve when added to it) bound to the same
-address with SO_REUSEPORT; the Linux kernel hands each new association to one of them. They share the database
+(Verification, MWL, Storage, MPPS, Storage Commitment; Query/Retrieve when added to it) accepting from one
+listening socket the supervisor made and handed to every worker; the least busy worker takes each new association
+(server.SharedListenerAssociationServer). Why not SO_REUSEPORT (each worker binding the port, as before): the
+kernel then picks by a hash of the addresses, not by load, and 4 storescu associations on 2 workers were split
+3:1 in three measured rounds out of three. They share the database
 (SQLite in WAL mode with busy_timeout and BEGIN IMMEDIATE on the write engine, so concurrent writers queue
 instead of failing; PostgreSQL as is) and the content-addressed blob store (writes are atomic links that never
 replace a file, so two processes storing the same bytes cannot conflict).
@@ -12,9 +15,9 @@ Count (``dicom_processes``): 0 = auto = min(4, CPU count). A worker is CPU-bound
 workers than cores gain nothing and cost memory (~60 MB each) and SQLite writer contention; four covers the
 typical handful of modalities sending at once. 1 = no workers: the listener runs inside the serving process.
 
-Supervision (the serving process, ``DicomWorkers``): the port is reserved first (a bound, non-listening
-SO_REUSEPORT socket -- port 0 becomes a concrete port every worker then binds); workers are started with the
-``spawn`` method (no inherited threads, locks or database connections) and each reports ready after its listener
+Supervision (the serving process, ``DicomWorkers``): the listening socket is made first (port 0 becomes a
+concrete port) and kept open for the workers' lifetime, so a restarted worker gets it too; workers are started
+with the ``spawn`` method (the socket is passed to them by multiprocessing) (no inherited threads, locks or database connections) and each reports ready after its listener
 accepts; ``start`` returns only when all are ready, so /healthz reports the DICOM listener only when accepting.
 A worker that dies is restarted (at most once per second). ``stop`` signals every worker, which stops accepting,
 aborts open associations and exits (SIGTERM); stragglers are killed after a grace period.
@@ -79,6 +82,7 @@ class DicomWorkers:
         self._port: int | None = None
         self._stopping = threading.Event()
         self._watcher: threading.Thread | None = None
+        self._listener: socket.socket | None = None  # the one listening socket every worker accepts from
 
     @property
     def port(self) -> int | None:
@@ -90,9 +94,9 @@ class DicomWorkers:
 
     def start(self) -> int:
         """Start every worker; return the shared port once all of them accept connections."""
-        reservation = _reserve_port(self._settings.host, self._settings.dicom_port)
+        self._listener = _listen(self._settings.host, self._settings.dicom_port)
         try:
-            self._port = reservation.getsockname()[1]
+            self._port = self._listener.getsockname()[1]
             worker_settings = self._settings.model_copy(update={"dicom_port": self._port})
             self._worker_settings = worker_settings
             for index in range(self._count):
@@ -101,8 +105,6 @@ class DicomWorkers:
         except BaseException:
             self.stop()
             raise
-        finally:
-            reservation.close()
         self._watcher = threading.Thread(target=self._watch, name="dicom-workers", daemon=True)
         self._watcher.start()
         log.info("DICOM listening on %s:%d in %d processes", self._settings.host, self._port, self._count)
@@ -125,13 +127,16 @@ class DicomWorkers:
         if self._watcher is not None:
             self._watcher.join(2)
             self._watcher = None
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
 
     # -- internals -------------------------------------------------------------------------------------------
 
     def _spawn(self, index: int) -> Any:
         process = self._context.Process(
             target=run_worker,
-            args=(self._worker_settings, index, os.getpid(), self._ready),
+            args=(self._worker_settings, index, os.getpid(), self._ready, self._listener),
             name=f"radsync-dicom-{index}",
             daemon=False,
         )
@@ -175,20 +180,20 @@ class DicomWorkers:
                     log.exception("restarted DICOM worker did not become ready")
 
 
-def _reserve_port(host: str, port: int) -> socket.socket:
-    """A bound, non-listening SO_REUSEPORT socket: fixes the port (0 → ephemeral) without taking connections."""
+def _listen(host: str, port: int) -> socket.socket:
+    """The listening socket all workers accept from (port 0 → ephemeral); the supervisor keeps it for restarts."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
+        sock.listen(128)
     except OSError:
         sock.close()
         raise
     return sock
 
 
-def run_worker(settings: Settings, index: int, supervisor_pid: int, ready: Any) -> None:
+def run_worker(settings: Settings, index: int, supervisor_pid: int, ready: Any, listener: socket.socket) -> None:
     """A worker process: build the container, serve DICOM on the shared port until SIGTERM (or orphaned).
 
     Stopping is a signal, not a shared ``multiprocessing.Event``: setting such an Event waits for every waiter
@@ -205,7 +210,7 @@ def run_worker(settings: Settings, index: int, supervisor_pid: int, ready: Any) 
 
     try:
         container = build_container(settings)
-        server = DicomServer(settings, container.engines, container, reuse_port=True)
+        server = DicomServer(settings, container.engines, container, listener=listener)
         server.start()
     except BaseException as error:
         ready.put(("failed", f"{type(error).__name__}: {error}"))
