@@ -249,6 +249,13 @@ def test_operator_corrections_reach_the_ris_as_status_with_the_study_uid_and_a08
     assert not any("ADT^" in m for m in orders_ris.messages)
     assert all("ADT^A08" in m for m in adt.messages)
     assert str(hl7.parse(adt.messages[-1]).segment("PID")[5]) == "Eames^Ann"
+    # every link change is in the patient's history too: old and new studies, who, when, why
+    history = site.history("P4")["history"]
+    links = [e for e in history if e["kind"].startswith("study.")]
+    assert [(e["kind"], e["new"]["change"]) for e in links] == [
+        ("study.link_changed", "reconciled"), ("study.unlinked", "unlinked"), ("study.link_changed", "linked")]
+    assert [(e["old"]["studies"], e["new"]["studies"]) for e in links] == [([], [study]), ([study], []), ([], [study])]
+    assert all(e["by"] == {"user": "alice"} and e["at"] and e["new"]["accession"] == "ACC4" for e in links)
 
 
 @needs_dcmtk

@@ -2,7 +2,7 @@
 
 When an operator links, unlinks, splits or reconciles, each affected order gets, in the same transaction:
 
-* a timeline entry (``study.link_changed``; ``study.unlinked`` for an unlink) with who, why and the Study Instance UIDs fulfilling it before and after;
+* a timeline entry (``study.link_changed``; ``study.unlinked`` for an unlink) with who, why and the Study Instance UIDs fulfilling it before and after, and the same in its patient's history (issue 5 item 5);
 * an order status message (ORC-1 SC, ORM^O01 or OMI^O23 per destination; app/status_out.py builds the context) to
   every "status" destination, carrying the Study Instance UIDs that fulfil the order *now* -- unless the change
   already moved the order's status, in which case ``status_out.on_progress`` sent that message a moment ago.
@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 
 from radsync.app import status_out
 from radsync.app.outbound import context_of, send
+from radsync.app.patient_ports import HistoryEntry
 from radsync.app.ports import OrderKey, TimelineEntry, UnitOfWork
 from radsync.domain.order import ImagingOrder
 from radsync.domain.reconciliation import ProcedureCandidate
@@ -67,6 +68,14 @@ class LinkCorrection:
                 sent = send(uow, "status", ctx, uow.wire.status_message_type,
                             lambda address, c=ctx, s=status: uow.wire.order_status(c, s, address))
             control_ids.extend(sent)
+            uow.identities.record(after.patient_id, HistoryEntry(  # GET /api/patients/{id}/history shows it
+                kind,
+                old={"accession": after.accession.value, "studies": list(before.study_uids)},
+                new={"accession": after.accession.value, "studies": list(now_uids), "change": change,
+                     "study_instance_uid": study_instance_uid, "why": why},
+                actor=actor,
+                message_id=uow.message_id,
+            ))
             uow.orders.add_timeline(
                 after,
                 TimelineEntry(
