@@ -243,3 +243,20 @@ def test_preliminary_after_final_is_a_business_refusal(hub: OutboundHub) -> None
         hub.report("A2", ReportStatus.PRELIMINARY)
     assert "corrected" in refused.value.message and refused.value.field == "report.status"
     assert len(queued(hub.engines)) == before
+
+
+def test_a_split_study_unlinked_again_waits_in_the_queue_rather_than_matching_the_original_order(
+    hub: OutboundHub,
+) -> None:
+    hub.place("A1", study_uid=STUDY)
+    hub.place("A2", modality="MR")
+    hub.store(instance(STUDY, series=CT_SERIES, accession="A1"))  # both series name A1 in their header
+    hub.store(instance(STUDY, series=MR_SERIES, modality="MR", accession="A1"))
+    new = split(hub, "A2", MR_SERIES, new_uid="1.2.3.600.9").study.study_instance_uid
+    command = Unlink(new, "bob", "MR was not A2 either", EntityId("A2"))
+    view = hub.run(lambda uow: hub.studies.unlink(uow, command))
+    assert view.study.state is StudyState.UNASSIGNED
+    assert view.study.links == ()
+    # the reconciliation sweep must not undo the operator: the header's A1 is the original study's order
+    assert hub.run(lambda uow: hub.reconciler.sweep(uow, since=hub.now)) == []
+    assert hub.run(lambda uow: uow.studies.get(new)).links == ()

@@ -443,10 +443,13 @@ class Reconciler:
 
         A safety net for a race PostgreSQL allows: an order committed while a new study's transaction was
         open. Only recent studies can be in that race; old unassigned ones wait for an operator, and never
-        crowd the recent ones out of the sweep.
+        crowd the recent ones out of the sweep. A study an operator unlinked is left alone: re-running the rules
+        would link it straight back to the order its header names (or, split off, to the original's order).
         """
         changed = []
         for summary in uow.studies.received_since(StudyState.UNASSIGNED, since, limit=limit):
+            if summary.study.reason == Reason.UNLINKED:
+                continue
             decision = self.decide_study(uow, summary.study, trigger="sweep")
             if decision.state is not StudyState.UNASSIGNED:
                 changed.append(summary.study.study_instance_uid)
