@@ -69,3 +69,40 @@ def test_a_c_store_into_a_series_being_split_waits_for_the_split_and_follows_it(
         ).scalars().all()
     assert row.study_pk == row.series_study_pk and row.study_instance_uid == NEW
     assert "1.2.3.600.2.99" in moved and len(moved) == 2
+
+
+def test_a_split_waits_for_a_c_store_in_flight_into_the_series_and_moves_its_instance_too(hub: OutboundHub) -> None:
+    two_series_study(hub)
+    inside, release = threading.Event(), threading.Event()
+
+    def storing() -> None:
+        def work(uow):  # type: ignore[no-untyped-def]
+            hub.studies.record_instance(uow, instance(STUDY, series=MR_SERIES, modality="MR", sop="1.2.3.600.2.98"))
+            inside.set()
+            assert release.wait(20)
+
+        hub.run(work)
+
+    def splitting() -> str:
+        command = Split(STUDY, (MR_SERIES,), EntityId("A2"), "alice", "MR apart", NEW)
+        return hub.run(lambda uow: hub.studies.split(uow, command)).study.study_instance_uid
+
+    with ThreadPoolExecutor(2) as pool:
+        store_done = pool.submit(storing)
+        assert inside.wait(20)
+        split_done = pool.submit(splitting)
+        time.sleep(0.7)
+        waited = not split_done.done()
+        release.set()
+        store_done.result(20)
+        assert split_done.result(20) == NEW
+
+    assert waited, "the split went ahead of an uncommitted C-STORE into the study"
+    with hub.engines.read.connect() as conn:
+        rows = conn.execute(
+            select(instances.c.sop_instance_uid, instances.c.study_pk, series.c.study_pk.label("series_study_pk"))
+            .join(series, series.c.pk == instances.c.series_pk)
+            .where(series.c.series_instance_uid == MR_SERIES)
+        ).all()
+        new_pk = conn.execute(select(studies.c.pk).where(studies.c.study_instance_uid == NEW)).scalar_one()
+    assert len(rows) == 2 and all(r.study_pk == r.series_study_pk == new_pk for r in rows)
