@@ -15,10 +15,10 @@ from radsync.adapters.persistence.tables import order_timeline, orders, reports
 from radsync.app.reconcile import LinkOrder, Split, Unlink
 from radsync.app.studies import StudyView
 from radsync.domain.errors import IdentityConflict, InvalidValue, MissingValue, UnknownOrder
-from radsync.domain.ids import EntityId
+from radsync.domain.ids import EntityId, Issuer, PatientId
 from radsync.domain.report import ReportStatus, ReportStatusRefused
 from radsync.domain.study import StudyState
-from tests.app.imaging import JOHN, instance
+from tests.app.imaging import JANE, JOHN, instance
 from tests.app.test_reports import OutboundHub, queued
 
 STUDY = "1.2.3.600"
@@ -260,3 +260,15 @@ def test_a_split_study_unlinked_again_waits_in_the_queue_rather_than_matching_th
     # the reconciliation sweep must not undo the operator: the header's A1 is the original study's order
     assert hub.run(lambda uow: hub.reconciler.sweep(uow, since=hub.now)) == []
     assert hub.run(lambda uow: uow.studies.get(new)).links == ()
+
+
+def test_the_sweep_files_a_study_created_during_a_merge_under_the_survivor(hub: OutboundHub) -> None:
+    temporary = PatientId("TMP1", Issuer("HOSP"))
+    hub.place("A1")
+    hub.store(instance("1.2.3.700", patient=temporary, name="Doe^Jane"))
+    # the race on PostgreSQL: the merge committed its alias while this study's transaction was open, so neither
+    # saw the other (the merge did not move the study, the C-STORE did not see the alias)
+    hub.run(lambda uow: uow.identities.add_alias(temporary, JANE, "merge", None))
+    hub.run(lambda uow: hub.reconciler.sweep(uow, since=hub.now))
+    study = hub.run(lambda uow: uow.studies.get("1.2.3.700"))
+    assert study.header.patient_id.value == "P1"

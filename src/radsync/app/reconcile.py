@@ -15,7 +15,7 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, replace
 
 from radsync.app.corrections import LinkCorrection
-from radsync.app.patients import resolved_subject
+from radsync.app.patients import file_under_survivor, resolved_subject
 from radsync.app.ports import OrderKey, TimelineEntry, UnitOfWork
 from radsync.app.progress import Target, advance, constant, images_received
 from radsync.domain.candidates import ScoredCandidate, rank
@@ -450,6 +450,8 @@ class Reconciler:
         for summary in uow.studies.received_since(StudyState.UNASSIGNED, since, limit=limit):
             if summary.study.reason == Reason.UNLINKED:
                 continue
+            # the same race with a merge: a study created under the prior ID while the merge was in flight
+            file_under_survivor(uow, summary.study.header.patient_id)
             decision = self.decide_study(uow, summary.study, trigger="sweep")
             if decision.state is not StudyState.UNASSIGNED:
                 changed.append(summary.study.study_instance_uid)
