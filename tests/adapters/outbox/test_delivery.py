@@ -98,8 +98,10 @@ def test_a_rejected_message_becomes_a_dead_letter_and_the_queue_moves_on(
     assert (dead.attempts, dead.ack_code) == (1, "AR")
     assert dead.last_error.startswith("AR")
     assert receiver.received == ["P1", "P2", "P3"]
+    # The counters move right after the commit that marks the rows, on the worker's thread: wait for them too.
+    wait_until(lambda: metrics.registry.get_sample_value("radsync_outbox_sent_total", {"destination": "ris"}) == 2,
+               what="sent counter at 2")
     assert metrics.registry.get_sample_value("radsync_outbox_dead_total", {"destination": "ris"}) == 1
-    assert metrics.registry.get_sample_value("radsync_outbox_sent_total", {"destination": "ris"}) == 2
 
 
 def test_application_errors_are_retried_up_to_max_attempts_then_parked(
