@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import case, func, select, update
 
-from radsync.adapters.outbox.store import QUEUE_STATES, Clock, OutboxState
+from radsync.adapters.outbox.store import QUEUE_STATES, UNSENT, Clock, OutboxState
 from radsync.adapters.persistence.engine import Engines
 from radsync.adapters.persistence.tables import outbox, outbox_payloads
 
@@ -111,6 +111,8 @@ class OutboxOperations:
         query = select(*_SUMMARY).order_by(outbox.c.pk.desc()).limit(max(1, min(limit, MAX_LIST)))
         if state is not None:
             query = query.where(outbox.c.state == OutboxState(state))
+            if state != OutboxState.SENT:
+                query = query.where(UNSENT)  # the partial index holds every other state
         if destination is not None:
             query = query.where(outbox.c.destination == destination)
         if accession is not None:
@@ -179,7 +181,7 @@ class OutboxOperations:
                 func.count().label("n"),
                 func.min(case((waiting, outbox.c.created_at))).label("oldest"),
             )
-            .where(outbox.c.state.in_((*QUEUE_STATES, OutboxState.DEAD)))
+            .where(UNSENT)  # queue states and dead: what the partial index holds
             .group_by(outbox.c.destination, outbox.c.state)
         )
         counts: dict[str, dict[str, int]] = {name: {} for name in destinations}

@@ -45,12 +45,13 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
+    text,
     union_all,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 
-from radsync.adapters.persistence.tables import orders, outbox, outbox_payloads
+from radsync.adapters.persistence.tables import OUTBOX_UNSENT, orders, outbox, outbox_payloads
 from radsync.app.outbox import DestinationRoutes, OutboxEvent
 from radsync.app.ports import OrderKey
 
@@ -325,6 +326,10 @@ class QueueStore:
 # -- the statements ------------------------------------------------------------------------------------------
 
 _c = outbox.c
+UNSENT = text(OUTBOX_UNSENT)
+"""The predicate of the partial index ``ix_outbox_unsent``, literally: every query that should use that index says
+it (besides its own state condition), so SQLite (which matches the index's WHERE term for term) and PostgreSQL's
+generic plans (which cannot see a bound state parameter) both use it."""
 _HELD = and_(_c.state == OutboxState.SENDING, _c.claimed_by == bindparam("p_owner"))
 _IDS: BindParameter[Any] = bindparam("p_ids", expanding=True)
 _UNCLAIMED = {"claimed_by": None, "lease_until": None}
@@ -340,7 +345,7 @@ _p = outbox_payloads.c
 def _queue_head(*, passing_over: bool) -> Select[Any]:
     """The first ``p_limit`` rows of a destination's queue with their payloads, readiness decided in SQL.
 
-    One ordered index range per queue state (``ix_outbox_destination_state`` is destination, state, pk), merged
+    One ordered index range per queue state (``ix_outbox_unsent`` is destination, state, pk), merged
     by pk: each range stops after ``p_limit`` entries. ``state IN (...) ORDER BY pk`` instead made the database
     read and sort the whole queue on every claim, thousands of rows for one batch. The timestamps are
     compared by the database, so the worker never converts those of the rows it is about to send.
@@ -350,7 +355,7 @@ def _queue_head(*, passing_over: bool) -> Select[Any]:
     ranges = []
     for state in QUEUE_STATES:
         part = select(_c.pk, _c.state, _c.next_attempt_at, _c.lease_until).where(
-            _c.destination == bindparam("p_destination"), _c.state == state
+            _c.destination == bindparam("p_destination"), _c.state == state, UNSENT
         )
         if passing_over and state == OutboxState.SENDING:
             part = part.where(_c.claimed_by != bindparam("p_owner"))  # sending rows always have a claimer
@@ -494,7 +499,7 @@ _RELEASE = (
 _RENEW = update(outbox).where(_c.pk.in_(_IDS), _HELD).values(lease_until=bindparam("p_until"))
 _RELEASE_OWNED = (
     update(outbox)
-    .where(_c.destination == bindparam("p_destination"), _HELD)
+    .where(_c.destination == bindparam("p_destination"), _HELD, UNSENT)
     .values(state=OutboxState.PENDING, updated_at=bindparam("p_now"), **_UNCLAIMED)
 )
 _RECOVER = (
@@ -502,6 +507,7 @@ _RECOVER = (
     .where(
         _c.state == OutboxState.SENDING,
         or_(_c.claimed_by == bindparam("p_owner"), _c.lease_until < bindparam("p_now")),
+        UNSENT,
     )
     .values(state=OutboxState.PENDING, updated_at=bindparam("p_now"), **_UNCLAIMED)
 )
