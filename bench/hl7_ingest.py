@@ -22,11 +22,17 @@ with MSA-2 equal to the message's MSH-10; anything else is counted as a failure 
 
     python bench/hl7_ingest.py                 # 10,000 messages per run
     python bench/hl7_ingest.py --count 300     # smoke run
+    python bench/hl7_ingest.py --count 2000 --repeat 3 --variant B=/tmp/srcB   # A/B: radsync from a changed copy of src/
+
+A/B of a change: ``--variant NAME=DIR`` adds a radsync started with ``PYTHONPATH=DIR`` (a copy of src/ with the
+change) to the same rounds; the radsync servers run in reverse order every other round, so compare each variant
+with ``radsync`` round by round (the per-round lines) rather than across runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import datetime as dt
 import sqlite3
 import sys
@@ -107,6 +113,32 @@ def start_radsync_process(work: Path) -> tuple[ServerProcess, int]:
     write_stations_toml(config)
     ports = RadsyncPorts.allocate()
     return start_radsync(work, ports, config), ports.hl7
+
+
+def start_radsync_variant(source: Path) -> Callable[[Path], tuple[ServerProcess, int]]:
+    """A starter for radsync imported from another source tree (``PYTHONPATH`` for the server process only)."""
+
+    def start(work: Path) -> tuple[ServerProcess, int]:
+        previous = os.environ.get("PYTHONPATH")
+        os.environ["PYTHONPATH"] = str(source)
+        try:
+            return start_radsync_process(work)
+        finally:
+            if previous is None:
+                os.environ.pop("PYTHONPATH", None)
+            else:
+                os.environ["PYTHONPATH"] = previous
+
+    return start
+
+
+def variant(spec: str) -> tuple[str, Path]:
+    """``NAME=DIR`` where DIR holds a ``radsync`` package (a copy of src/)."""
+    name, sep, directory = spec.partition("=")
+    source = Path(directory).resolve()
+    if not sep or not name or not (source / "radsync" / "__init__.py").is_file():
+        raise argparse.ArgumentTypeError(f"expected NAME=DIR with DIR/radsync/__init__.py, got {spec!r}")
+    return name, source
 
 
 def messages(count: int, tag: str, seed: int) -> list[tuple[bytes, str]]:
@@ -247,6 +279,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=2, help="seed for the generated orders")
     parser.add_argument("--no-radsync", action="store_true", help="measure the references only")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, databases)")
+    parser.add_argument(
+        "--variant", type=variant, action="append", default=[], metavar="NAME=DIR",
+        help="also measure radsync imported from DIR (a changed copy of src/), in the same rounds; repeatable",
+    )
     return parser.parse_args()
 
 
@@ -265,12 +301,14 @@ def main() -> int:
         )
     else:
         targets.append(Target("radsync", start_radsync_process))
+        targets += [Target(name, start_radsync_variant(source)) for name, source in args.variant]
     warmup = messages(min(args.warmup, args.count), "W0", args.seed)
     loads = {c: messages(args.count, f"C{c}", args.seed) for c in CONNECTIONS}
     root = Path(tempfile.mkdtemp(prefix="radsync-bench-hl7-"))
     for rnd in range(args.repeat):
         print(f"round {rnd + 1}/{args.repeat} (work dir {root})", file=sys.stderr)
-        for target in targets:
+        measured = targets[2:] if rnd % 2 == 0 else targets[:1:-1]  # radsync and its variants, alternating
+        for target in [*targets[:2], *measured]:
             for c in CONNECTIONS:
                 target.runs.setdefault(c, []).append(run_one(target, root, c, loads[c], warmup))
     report(targets, reference, args)
