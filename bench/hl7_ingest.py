@@ -32,8 +32,8 @@ with ``radsync`` round by round (the per-round lines) rather than across runs.
 from __future__ import annotations
 
 import argparse
-import os
 import datetime as dt
+import os
 import sqlite3
 import sys
 import tempfile
