@@ -10,7 +10,6 @@ destination, the HTTP API in-process. ``running`` builds the whole stack on one 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -33,7 +32,7 @@ from tests.adapters.hl7.samples import OMI_STAT_9_2
 from tests.adapters.hl7.test_hl7_loopback import LoopThread
 from tests.adapters.outbox.receiver import Receiver, wait_until
 from tests.adapters.outbox.support import FAST
-from tests.conftest import free_port
+from tests.dcmtk import running_storescp
 from tests.e2e.test_patients import ROOT, PatientApi, Site, adt, orm
 
 FINDSCU, MOVESCU, STORESCP = "/usr/bin/findscu", "/usr/bin/movescu", "/usr/bin/storescp"
@@ -47,21 +46,8 @@ DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
 def storescp(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     out = tmp_path / "moved"
     out.mkdir()
-    port = free_port()
-    proc = subprocess.Popen([STORESCP, "-aet", "STORESCP", "-od", str(out), str(port)], env=DCMTK_ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    try:
+    with running_storescp(out) as port:
         yield port, out
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def site_settings(tmp_path: Path, database_url: str, ris: Receiver, **extra: Any) -> Settings:

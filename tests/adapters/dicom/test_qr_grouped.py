@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +18,7 @@ import pytest
 from pydicom import Dataset, dcmread
 from qr_archive import ROOT, SERIES_CT, SERIES_MR, STUDY_MATCHED, Archive, build_archive, dicom_file
 from tests.app.imaging import JANE, JOHN
-from tests.conftest import free_port
+from tests.dcmtk import running_storescp
 
 from radsync.adapters.dicom.server import DicomServer
 from radsync.adapters.persistence.engine import Engines
@@ -49,21 +47,8 @@ def run(argv: list[str]) -> subprocess.CompletedProcess[str]:
 def storescp(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     out = tmp_path / "moved"
     out.mkdir()
-    port = free_port()
-    proc = subprocess.Popen([STORESCP, "-aet", "STORESCP", "-od", str(out), str(port)], env=DCMTK_ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    try:
+    with running_storescp(out) as port:
         yield port, out
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 @pytest.fixture

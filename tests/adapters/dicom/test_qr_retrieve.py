@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,7 +25,7 @@ from qr_archive import (
     build_archive,
 )
 from tests.app.imaging import JANE
-from tests.conftest import free_port
+from tests.dcmtk import running_storescp
 
 from radsync.adapters.dicom.server import DicomServer
 from radsync.adapters.persistence.engine import Engines, create_engines
@@ -48,21 +46,8 @@ NEW_NAME = "Łukasiewicz^Jane"  # not in ISO_IR 100 (the CT files' set): the cop
 @pytest.fixture(scope="module")
 def storescp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
     out = tmp_path_factory.mktemp("received")
-    port = free_port()
-    proc = subprocess.Popen([STORESCP, "-aet", "STORESCP", "-od", str(out), str(port)], env=DCMTK_ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    try:
+    with running_storescp(out) as port:
         yield port, out
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 @pytest.fixture(scope="module")
