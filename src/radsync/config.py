@@ -79,6 +79,8 @@ class HL7DestinationSettings(BaseModel):
     @field_validator("events")
     @classmethod
     def _distinct_events(cls, events: tuple[OutboxEvent, ...]) -> tuple[OutboxEvent, ...]:
+        if "forward" in events:
+            raise ValueError("'forward' is for [[dicom_destinations]] (forward = true), not HL7 destinations")
         return tuple(dict.fromkeys(events))
 
     @model_validator(mode="after")
@@ -98,6 +100,19 @@ class DicomDestinationSettings(BaseModel):
     host: str = Field(min_length=1)
     port: int = Field(ge=1, le=65535)
     charset: Charset = "ISO_IR 192"
+    # Forwarding (docs/forwarding.md): every instance of a reconciled study is C-STOREd here through the outbox,
+    # with the current truth applied. The outbox queue is named by the AE title. Retries as for HL7 destinations.
+    forward: bool = False
+    connect_timeout: float = Field(5.0, gt=0)
+    response_timeout: float = Field(30.0, gt=0)  # seconds to wait for a C-STORE response
+    max_attempts: int = Field(10, ge=1)
+    backoff_initial: float = Field(1.0, gt=0)
+    backoff_max: float = Field(300.0, gt=0)
+
+    @property
+    def name(self) -> str:
+        """The outbox destination name of a forwarding destination: its AE title."""
+        return self.ae_title
 
     @field_validator("ae_title")
     @classmethod
@@ -106,6 +121,12 @@ class DicomDestinationSettings(BaseModel):
         if not value or "\\" in value or not value.isprintable():
             raise ValueError("an AE title may not be blank or contain a backslash or control characters")
         return value
+
+    @model_validator(mode="after")
+    def _backoff_range(self) -> DicomDestinationSettings:
+        if self.backoff_max < self.backoff_initial:
+            raise ValueError("backoff_max must not be smaller than backoff_initial")
+        return self
 
 
 class ReconciliationSettings(BaseModel):
@@ -207,6 +228,15 @@ class Settings(BaseSettings):
         cls, destinations: tuple[DicomDestinationSettings, ...]
     ) -> tuple[DicomDestinationSettings, ...]:
         return _unique(destinations, "DICOM destination", lambda d: d.ae_title)
+
+    @model_validator(mode="after")
+    def _distinct_outbox_destinations(self) -> Settings:
+        """A forwarding destination's outbox queue is its AE title: it must not be an HL7 destination's name."""
+        names = {d.name for d in self.hl7_destinations}
+        for destination in self.dicom_destinations:
+            if destination.forward and destination.ae_title in names:
+                raise ValueError(f"forwarding AE title {destination.ae_title!r} is also an HL7 destination's name")
+        return self
 
     @property
     def effective_database_url(self) -> str:

@@ -18,9 +18,10 @@ from typing import Literal, Protocol
 
 from radsync.app.ports import OrderKey
 
-OutboxEvent = Literal["report", "status", "patient"]
+OutboxEvent = Literal["report", "status", "patient", "forward"]
 """What a destination can subscribe to: ``report`` (ORU^R01 results), ``status`` (order status, ORM/OMI SC),
-``patient`` (ADT^A08 when demographics are corrected through the API or a merge leaves a survivor)."""
+``patient`` (ADT^A08 when demographics are corrected through the API or a merge leaves a survivor); ``forward``
+(C-STORE of reconciled instances) is only for ``[[dicom_destinations]]`` with ``forward = true``."""
 
 CONTROL_ID_LENGTH = 20
 """HL7 v2.3.1-2.5.1 limit MSH-10 (ST) to 20 characters."""

@@ -12,6 +12,7 @@ from radsync.domain.order import ImagingOrder
 from radsync.domain.patient import Patient
 
 if TYPE_CHECKING:
+    from radsync.app.forwarding import ForwardLedger
     from radsync.app.outbound import MessageWire
     from radsync.app.outbox import Outbox
     from radsync.app.patient_ports import PatientIdentity
@@ -107,6 +108,8 @@ class UnitOfWork(Protocol):
     def outbox(self) -> Outbox: ...  # messages to other systems, committed with the state change (app/outbox.py)
     @property
     def wire(self) -> MessageWire: ...  # builds those messages (adapters/hl7/outbound)
+    @property
+    def forwarding(self) -> ForwardLedger: ...  # which instances are queued or sent to a DICOM destination
     @property
     def message_id(self) -> int | None: ...
 

@@ -15,6 +15,7 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, replace
 
 from radsync.app.corrections import LinkCorrection
+from radsync.app.forwarding import forward_study
 from radsync.app.patients import file_under_survivor, resolved_subject
 from radsync.app.ports import OrderKey, TimelineEntry, UnitOfWork
 from radsync.app.progress import Target, advance, constant, images_received
@@ -501,6 +502,8 @@ class Reconciler:
             for m in decision.matches
         ]
         uow.studies.add_links(study_uid, links, actor)
+        if links:  # the study is MATCHED now: its instances may go to the forwarding destinations
+            forward_study(uow, study_uid, links[0].accession)
         kind = "study.linked" if source is LinkSource.MANUAL else "study.matched"
         detail: dict[str, object] = {"study_instance_uid": study_uid, "rule": decision.rule, "actor": actor}
         if reason:

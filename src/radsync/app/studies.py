@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from radsync.app.forwarding import forward_instance
 from radsync.app.patients import file_under_survivor
 from radsync.app.ports import OrderKey, UnitOfWork
 from radsync.app.reconcile import LinkOrder, ManualReconcile, Reconciler, Split, Unlink
@@ -207,6 +208,8 @@ class StudyService:
     ) -> None:
         uow.studies.touch(location, quarantined=bool(quarantine))
         if not quarantine:
+            if location.state is StudyState.MATCHED:
+                forward_instance(uow, location.study_instance_uid, command.instance.sop_instance_uid)
             return
         uow.studies.record_decision(
             location.study_instance_uid,

@@ -15,6 +15,8 @@ from collections.abc import Callable
 
 from sqlalchemy import Engine
 
+from radsync.adapters.blobstore import FileBlobStore
+from radsync.adapters.outbox.dicom_forward import ForwardingSource
 from radsync.adapters.outbox.engine import bookkeeping_engine
 from radsync.adapters.outbox.metrics import OutboxMetrics
 from radsync.adapters.outbox.operations import OutboxOperations, QueueStats
@@ -22,9 +24,10 @@ from radsync.adapters.outbox.retry import RetryPolicy
 from radsync.adapters.outbox.store import Clock, QueueStore
 from radsync.adapters.outbox.transports import Transport, build_transport
 from radsync.adapters.outbox.worker import DestinationWorker, WorkerThread
+from radsync.adapters.persistence.archive_queries import SqlArchiveReader
 from radsync.adapters.persistence.engine import Engines
-from radsync.app.outbox import DestinationRoutes
-from radsync.config import HL7DestinationSettings, Settings
+from radsync.app.outbox import DestinationRoutes, OutboxEvent
+from radsync.config import DicomDestinationSettings, HL7DestinationSettings, Settings
 
 log = logging.getLogger("radsync.outbox")
 
@@ -33,19 +36,28 @@ TransportFactory = Callable[[HL7DestinationSettings], Transport]
 
 def destination_routes(settings: Settings) -> DestinationRoutes:
     """Which configured destination wants which event; what ``SqlOutbox`` needs to route and validate."""
-    return DestinationRoutes({d.name: d.events for d in settings.hl7_destinations})
+    routes: dict[str, tuple[OutboxEvent, ...]] = {d.name: d.events for d in settings.hl7_destinations}
+    routes |= {d.name: ("forward",) for d in forwarding_destinations(settings)}
+    return DestinationRoutes(routes)
 
 
-def lease_for(destination: HL7DestinationSettings) -> dt.timedelta:
+def forwarding_destinations(settings: Settings) -> tuple[DicomDestinationSettings, ...]:
+    """The ``[[dicom_destinations]]`` with ``forward = true``: each is an outbox queue named by its AE title."""
+    return tuple(d for d in settings.dicom_destinations if d.forward)
+
+
+def lease_for(destination: HL7DestinationSettings | DicomDestinationSettings) -> dt.timedelta:
     """How long a claim stays ours without renewal: comfortably more than one connect plus one ACK wait.
 
     The worker renews it whenever it records progress, so only a dead node's claims ever expire.
     """
-    return dt.timedelta(seconds=2 * (destination.connect_timeout + destination.ack_timeout) + 30)
+    answer = destination.ack_timeout if isinstance(destination, HL7DestinationSettings) else destination.response_timeout
+    return dt.timedelta(seconds=2 * (destination.connect_timeout + answer) + 30)
 
 
 class OutboxDispatcher:
-    """Delivery workers for every ``[[hl7_destinations]]`` entry.
+    """Delivery workers for every ``[[hl7_destinations]]`` entry and every ``[[dicom_destinations]]`` one with
+    ``forward = true`` (``transport_factory`` builds the HL7 ones' transports; tests substitute it).
 
     ``node`` names this radsync process in claims (default: the host name). At start, rows this node left in
     ``sending`` (it was killed mid-send) go back to pending and are sent again with their control IDs. Give each
@@ -65,7 +77,11 @@ class OutboxDispatcher:
         stop_grace: float = 5.0,
         transport_factory: TransportFactory = build_transport,
     ) -> None:
-        self._destinations = settings.hl7_destinations
+        self._destinations: tuple[HL7DestinationSettings | DicomDestinationSettings, ...] = (
+            *settings.hl7_destinations, *forwarding_destinations(settings))
+        self._forwarding = ForwardingSource(
+            SqlArchiveReader(engines.read), FileBlobStore(settings.data_dir / "blobs"), settings.ae_title, clock
+        )
         self._engines = engines
         self._clock = clock
         self._metrics = metrics if metrics is not None else OutboxMetrics.default()
@@ -134,12 +150,17 @@ class OutboxDispatcher:
 
     # -- internals ---------------------------------------------------------------------------------------------
 
-    def _worker(self, destination: HL7DestinationSettings) -> DestinationWorker:
+    def _worker(self, destination: HL7DestinationSettings | DicomDestinationSettings) -> DestinationWorker:
         assert self._bookkeeping is not None
+        transport = (
+            build_transport(destination, self._forwarding)
+            if isinstance(destination, DicomDestinationSettings)
+            else self._transport_factory(destination)
+        )
         return DestinationWorker(
             destination.name,
             QueueStore(self._bookkeeping, self._clock, lease=lease_for(destination)),
-            self._transport_factory(destination),
+            transport,
             RetryPolicy(destination),
             self._metrics,
             owner=self._node,

@@ -13,13 +13,13 @@ from collections.abc import Callable
 
 from radsync.adapters.outbox.store import ClaimedMessage, FailureMark, OutboxState
 from radsync.adapters.outbox.transports import DeliveryError, DestinationUnavailable
-from radsync.config import HL7DestinationSettings
+from radsync.config import DicomDestinationSettings, HL7DestinationSettings
 
 JITTER = 0.2
 
 
 class RetryPolicy:
-    def __init__(self, destination: HL7DestinationSettings, rand: Callable[[], float] = random.random) -> None:
+    def __init__(self, destination: HL7DestinationSettings | DicomDestinationSettings, rand: Callable[[], float] = random.random) -> None:
         self.max_attempts = destination.max_attempts
         self._initial = destination.backoff_initial
         self._max = destination.backoff_max

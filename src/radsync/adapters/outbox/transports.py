@@ -6,16 +6,19 @@ failures make the message a dead letter at once, the others are retried with bac
 (connection refused, connect timeout): the destination is down, the message is not at fault, and the attempt does
 not count, so a long RIS outage delays the queue without turning it into dead letters one by one.
 
-Today there is one transport, MLLP (``mllp_client.py``); DICOM forwarding and FHIR notifications will add theirs
-to ``build_transport``.
+Transports: HL7 v2 over MLLP (``mllp_client.py``) and DICOM C-STORE forwarding (``dicom_forward.py``); FHIR
+notifications will add theirs to ``build_transport``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from radsync.config import HL7DestinationSettings
+from radsync.config import DicomDestinationSettings, HL7DestinationSettings
+
+if TYPE_CHECKING:
+    from radsync.adapters.outbox.dicom_forward import ForwardingSource
 
 
 class DeliveryError(Exception):
@@ -58,8 +61,17 @@ class Transport(Protocol):
         ...
 
 
-def build_transport(destination: HL7DestinationSettings) -> Transport:
-    """The transport for a configured destination (only HL7 v2 over MLLP exists so far)."""
+def build_transport(
+    destination: HL7DestinationSettings | DicomDestinationSettings, forwarding: ForwardingSource | None = None
+) -> Transport:
+    """The transport for a configured destination: MLLP for an HL7 one, C-STORE for a forwarding DICOM one
+    (which needs ``forwarding``: where the stored instances and their current truth are read)."""
+    if isinstance(destination, DicomDestinationSettings):
+        from radsync.adapters.outbox.dicom_forward import DicomForwardTransport
+
+        if forwarding is None:
+            raise ValueError("a DICOM forwarding destination needs the archive to read from")
+        return DicomForwardTransport(destination, forwarding)
     from radsync.adapters.outbox.mllp_client import MllpTransport
 
     return MllpTransport(destination)

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from sqlalchemy import Connection, Engine
 
 from radsync.adapters.outbox.store import SqlOutbox
+from radsync.adapters.persistence.forwarding import SqlForwardLedger
 from radsync.adapters.persistence.message_log import SqlMessageLog
 from radsync.adapters.persistence.mpps import SqlMppsRepository
 from radsync.adapters.persistence.patients import SqlPatientIdentity
@@ -46,6 +47,7 @@ class SqlUnitOfWork:
         self.procedures = SqlProcedureLookup(connection)
         self.reports = SqlReportRepository(connection, now)
         self.outbox = SqlOutbox(connection, now, outbound.routes)
+        self.forwarding = SqlForwardLedger(connection)
         self.wire = outbound.wire
 
     def now(self) -> dt.datetime:

@@ -1,0 +1,41 @@
+"""``ForwardLedger`` (app/forwarding.py): the instances of a study a forwarding destination has not got yet.
+
+One statement: the study's non-quarantined instances without a live forward entry for the destination. Entries
+are found by (control ID = SOP Instance UID, destination) through ``ix_outbox_control_id``; no column of its own.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Connection, and_, bindparam, exists, select
+
+from radsync.adapters.persistence.tables import instances, outbox, studies
+from radsync.app.forwarding import FORWARD_MESSAGE_TYPE
+
+_LIVE = ("pending", "sending", "failed", "sent")
+
+_forwarded = exists().where(
+    outbox.c.control_id == instances.c.sop_instance_uid,
+    outbox.c.destination == bindparam("p_destination"),
+    outbox.c.message_type == FORWARD_MESSAGE_TYPE,
+    outbox.c.state.in_(_LIVE),
+)
+_BASE = (
+    select(instances.c.sop_instance_uid)
+    .select_from(instances.join(studies, studies.c.pk == instances.c.study_pk))
+    .where(studies.c.study_instance_uid == bindparam("p_study"), instances.c.quarantine == "", ~_forwarded)
+    .order_by(instances.c.pk)
+)
+_ALL = _BASE
+_ONE = _BASE.where(and_(instances.c.sop_instance_uid == bindparam("p_sop")))
+
+
+class SqlForwardLedger:
+    def __init__(self, connection: Connection) -> None:
+        self._conn = connection
+
+    def unforwarded(self, destination: str, study_instance_uid: str, sop_instance_uid: str = "") -> list[str]:
+        params = {"p_destination": destination, "p_study": study_instance_uid}
+        if sop_instance_uid:
+            params["p_sop"] = sop_instance_uid
+        rows = self._conn.execute(_ONE if sop_instance_uid else _ALL, params)
+        return [str(uid) for (uid,) in rows]
