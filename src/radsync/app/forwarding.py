@@ -38,6 +38,10 @@ class ForwardLedger(Protocol):
         no pending, failed, sending or sent forward entry for ``destination``; in storage order."""
         ...
 
+    def first_order(self, study_instance_uid: str) -> EntityId | None:
+        """The accession number of the study's first linked order (the entries' order, for its timeline)."""
+        ...
+
 
 def forward_study(uow: UnitOfWork, study_instance_uid: str, accession: EntityId | None = None) -> int:
     """Queue every instance of a MATCHED study that a forwarding destination has not got; returns the count."""
@@ -48,9 +52,7 @@ def forward_instance(uow: UnitOfWork, study_instance_uid: str, sop_instance_uid:
     """Queue one instance just stored into a MATCHED study."""
     if not uow.outbox.destinations(FORWARD_EVENT):
         return 0
-    study = uow.studies.get(study_instance_uid)
-    accession = study.links[0].accession if study is not None and study.links else None
-    return _queue(uow, study_instance_uid, sop_instance_uid, accession)
+    return _queue(uow, study_instance_uid, sop_instance_uid, uow.forwarding.first_order(study_instance_uid))
 
 
 def _queue(uow: UnitOfWork, study_instance_uid: str, sop_instance_uid: str, accession: EntityId | None) -> int:
