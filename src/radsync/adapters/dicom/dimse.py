@@ -12,7 +12,7 @@ one P-DATA-TF PDU (PS3.8 §9.3.5 allows several PDVs per PDU; message control he
 to the same DUL ``send_pdu``. A plain C-STORE response (a status, no Error Comment or Offending Element) gets its
 command set (Table 9.3-1's response fields) framed the same way: it goes out once per stored instance. Everything else (requests, final responses, failures, messages larger than the peer's
 maximum PDU length, associations with EVT_DIMSE_SENT handlers bound) takes pynetdicom's own path unchanged. It is
-installed per association by ``server.tune_connection``; nothing in pynetdicom is patched, other services and other
+installed per association by ``connection.tune_connection``; nothing in pynetdicom is patched, other services and other
 AEs in the process are untouched. The tests check the bytes against pynetdicom's own encoding.
 
 **Reactor latency.** pynetdicom polls: the association reactor sleeps 1 ms between looks at the DIMSE queue, and

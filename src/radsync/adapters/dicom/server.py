@@ -50,15 +50,9 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 from pynetdicom import AE, _config, evt
-from pynetdicom._handlers import (
-    standard_dimse_recv_handler,
-    standard_dimse_sent_handler,
-    standard_pdu_recv_handler,
-    standard_pdu_sent_handler,
-)
 from pynetdicom.transport import ThreadedAssociationServer
 
-from radsync.adapters.dicom.dimse import FindResponseProvider
+from radsync.adapters.dicom.connection import tune_connection
 from radsync.adapters.dicom.echo import verification_service
 from radsync.adapters.dicom.imaging import image_services
 from radsync.adapters.dicom.mwl import WorklistPolicy, worklist_service
@@ -78,14 +72,6 @@ TRANSFER_SYNTAXES = [ImplicitVRLittleEndian, ExplicitVRLittleEndian, DeflatedExp
                      ExplicitVRBigEndian]
 # The largest PDU radsync accepts. Peers' own limits (e.g. 16000) govern what radsync sends them.
 MAX_PDU_LENGTH = 128 * 1024
-
-_STANDARD_LOG_HANDLERS = (
-    (evt.EVT_DIMSE_RECV, standard_dimse_recv_handler),
-    (evt.EVT_DIMSE_SENT, standard_dimse_sent_handler),
-    (evt.EVT_PDU_RECV, standard_pdu_recv_handler),
-    (evt.EVT_PDU_SENT, standard_pdu_sent_handler),
-)
-
 
 class DicomServer:
     """radsync's DICOM SCPs on one AE; ``start`` returns the bound port, ``stop`` shuts it all down."""
@@ -155,22 +141,6 @@ class DicomServer:
         if ae is not None:
             ae.shutdown()
             LOGGER.info("DICOM listener stopped")
-
-
-def tune_connection(event: Any) -> None:
-    """EVT_CONN_OPEN: per-association socket and reactor settings (see the module docstring for why)."""
-    assoc = event.assoc
-    sock = getattr(assoc.dul.socket, "socket", None)
-    if sock is not None:
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:  # not a TCP socket (tests may use other transports)
-            pass
-    if not logging.getLogger("pynetdicom").isEnabledFor(logging.DEBUG):  # keep them for whoever is debugging
-        for event_type, handler in _STANDARD_LOG_HANDLERS:
-            if handler in [h for h, _ in assoc.get_handlers(event_type)]:
-                assoc.unbind(event_type, handler)
-    assoc.dimse = FindResponseProvider(assoc)
 
 
 def _log_rejection(event: Any) -> None:
