@@ -10,6 +10,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+from pydicom import dcmread
 
 STORESCP = "/usr/bin/storescp"
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
@@ -40,3 +43,16 @@ def running_storescp(out: Path, port: int | None = None, ae_title: str = "STORES
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def received_copies(out: Path) -> dict[str, Any]:
+    """The files storescp has finished writing into ``out``, by SOP Instance UID (one being written waits)."""
+    copies = {}
+    for path in sorted(out.glob("*")):
+        try:
+            ds = dcmread(path)
+            _ = ds.PixelData
+        except Exception:
+            continue  # still being written
+        copies[str(ds.SOPInstanceUID)] = ds
+    return copies

@@ -14,35 +14,14 @@ from hl7.client import MLLPClient
 from pydicom import dcmread
 
 from tests.adapters.dicom.archive_samples import DCMTK_STORESCU, sample
-from tests.dcmtk import DCMTK_ENV, STORESCP, free_port, running_storescp
+from tests.dcmtk import DCMTK_ENV, STORESCP, free_port, received_copies, running_storescp
 from tests.e2e.orm import orm_new
 from tests.e2e.process import RadsyncProcess
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.skipif(
     not (Path(DCMTK_STORESCU).exists() and Path(STORESCP).exists()), reason="dcmtk is not installed"
 )
-
-
-def wait_for(predicate: Any, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("timed out")
-
-
-def received(out: Path) -> dict[str, Any]:
-    copies = {}
-    for path in sorted(out.glob("*")):
-        try:
-            ds = dcmread(path)
-            _ = ds.PixelData
-        except Exception:
-            continue  # still being written
-        copies[str(ds.SOPInstanceUID)] = ds
-    return copies
 
 
 def image(path: Path, *, patient: str, name: str, accession: str, study: str) -> Path:
@@ -87,7 +66,7 @@ def test_serve_forwards_reconciled_studies_only_and_survives_a_kill(tmp_path: Pa
         radsync.kill()  # kill -9 with the entry queued
         with running_storescp(out, pacs_port, ae_title="PACS"):
             radsync.start()
-            (copy,) = wait_for(lambda: received(out)).values()
+            (copy,) = wait_for(lambda: received_copies(out)).values()
             assert str(copy.PatientName) == "Doe1^Jane^Marie^Mrs"  # the order's patient (PID-5, prefix Mrs)
             assert copy.AccessionNumber == "A000001"
             assert str(copy.OriginalAttributesSequence[-1].ModifiedAttributesSequence[0].PatientName) \
@@ -97,11 +76,11 @@ def test_serve_forwards_reconciled_studies_only_and_survives_a_kill(tmp_path: Pa
             other = image(tmp_path / "u.dcm", patient="P9", name="Roe^Rick", accession="NOPE", study=waiting)
             subprocess.run([*store, str(other)], env=DCMTK_ENV, check=True, capture_output=True)
             time.sleep(2)
-            assert len(received(out)) == 1 and len(forward_entries()) == 1
+            assert len(received_copies(out)) == 1 and len(forward_entries()) == 1
             answer = httpx.post(f"{api}/studies/{waiting}/reconcile", timeout=10,
                                 json={"accession_number": "A000001", "reason": "same exam", "actor": "tester"})
             assert answer.status_code == 200, answer.text
-            copies = wait_for(lambda: (r := received(out)) and len(r) == 2 and r)
+            copies = wait_for(lambda: (r := received_copies(out)) and len(r) == 2 and r)
             assert str(copies[str(dcmread(other).SOPInstanceUID)].PatientName) == "Doe1^Jane^Marie^Mrs"
         assert sorted(e["state"] for e in forward_entries()) == ["sent", "sent"]
         assert radsync.terminate() == 0

@@ -13,7 +13,6 @@ import os
 import subprocess
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,18 +21,12 @@ import pytest
 from pydicom import dcmread
 from sqlalchemy import text
 
-from radsync.adapters.dicom.server import DicomServer
-from radsync.adapters.hl7.intake import Hl7Intake
-from radsync.adapters.hl7.server import Hl7Server
-from radsync.bootstrap import build_container
-from radsync.clock import utc_now
 from radsync.config import Settings, load_settings
 from tests.adapters.hl7.samples import OMI_STAT_9_2
-from tests.adapters.hl7.test_hl7_loopback import LoopThread
 from tests.adapters.outbox.receiver import Receiver, wait_until
 from tests.adapters.outbox.support import FAST
 from tests.dcmtk import running_storescp
-from tests.e2e.test_patients import ROOT, PatientApi, Site, adt, orm
+from tests.e2e.test_patients import ROOT, Site, adt, orm, running
 
 FINDSCU, MOVESCU, STORESCP = "/usr/bin/findscu", "/usr/bin/movescu", "/usr/bin/storescp"
 needs_dcmtk = pytest.mark.skipif(
@@ -57,31 +50,6 @@ def site_settings(tmp_path: Path, database_url: str, ris: Receiver, **extra: Any
         "timezone": "Europe/Berlin", "dicom_port": 0, "dicom_processes": 1,
         "stations": [{"ae_title": "CT01", "modality": "CT"}], **extra,
     })
-
-
-@contextmanager
-def running(settings: Settings, ris: Receiver, tmp_path: Path) -> Iterator[Site]:
-    """The MLLP, DICOM and HTTP sides of radsync with a fresh container (as ``radsync serve`` builds them)."""
-    container = build_container(settings)
-    container.outbox.start()
-    intake = Hl7Intake(settings, container.engines, container.orders, utc_now, outbound=container.outbound)
-    intake.start()
-    loop = LoopThread()
-    server = Hl7Server(intake, "127.0.0.1", 0, max_message_bytes=64 * 1024)
-    port = loop.run(server.start())
-    dicom = DicomServer(settings, container.engines, container)
-    dicom_port = dicom.start()
-    http = PatientApi(container, loop)
-    try:
-        yield Site(container, ris, http, port, dicom_port, tmp_path)
-    finally:
-        http.close()
-        dicom.stop()
-        loop.run(server.stop())
-        intake.stop()
-        loop.close()
-        container.outbox.stop()
-        container.engines.dispose()
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import io
 import os
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from radsync.adapters.hl7.intake import Hl7Intake
 from radsync.adapters.hl7.server import Hl7Server
 from radsync.bootstrap import Container, build_container
 from radsync.clock import utc_now
-from radsync.config import load_settings
+from radsync.config import Settings, load_settings
 from tests.adapters.dicom.qr_archive import dicom_file
 from tests.adapters.hl7.test_hl7_loopback import LoopThread
 from tests.adapters.outbox.receiver import Receiver, wait_until
@@ -192,15 +193,9 @@ class Site:
                                     {"c": control_id}).scalar_one())
 
 
-@pytest.fixture
-def site(tmp_path: Path, database_url: str) -> Iterator[Site]:
-    ris = Receiver().start()
-    destination = {"name": "ris", "host": "127.0.0.1", "port": ris.port, "events": ["patient"], **FAST}
-    settings = load_settings(None, {
-        "data_dir": tmp_path / "data", "database_url": database_url, "hl7_destinations": [destination],
-        "timezone": "Europe/Berlin", "dicom_port": 0, "dicom_processes": 1,
-        "stations": [{"ae_title": "CT01", "modality": "CT"}],
-    })
+@contextmanager
+def running(settings: Settings, ris: Receiver, tmp_path: Path) -> Iterator[Site]:
+    """The MLLP, DICOM and HTTP sides of radsync with a fresh container (as ``radsync serve`` builds them)."""
     container = build_container(settings)
     container.outbox.start()
     intake = Hl7Intake(settings, container.engines, container.orders, utc_now, outbound=container.outbound)
@@ -221,6 +216,21 @@ def site(tmp_path: Path, database_url: str) -> Iterator[Site]:
         loop.close()
         container.outbox.stop()
         container.engines.dispose()
+
+
+@pytest.fixture
+def site(tmp_path: Path, database_url: str) -> Iterator[Site]:
+    ris = Receiver().start()
+    destination = {"name": "ris", "host": "127.0.0.1", "port": ris.port, "events": ["patient"], **FAST}
+    settings = load_settings(None, {
+        "data_dir": tmp_path / "data", "database_url": database_url, "hl7_destinations": [destination],
+        "timezone": "Europe/Berlin", "dicom_port": 0, "dicom_processes": 1,
+        "stations": [{"ae_title": "CT01", "modality": "CT"}],
+    })
+    try:
+        with running(settings, ris, tmp_path) as site:
+            yield site
+    finally:
         ris.close()
 
 

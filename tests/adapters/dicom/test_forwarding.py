@@ -22,7 +22,8 @@ from archive_samples import DCMTK_ENV, DCMTK_STORESCU, HOSP, NOW, place_order, r
 from pydicom import dcmread
 from pynetdicom import AE, StoragePresentationContexts, evt
 from tests.conftest import free_port
-from tests.dcmtk import STORESCP, running_storescp
+from tests.dcmtk import STORESCP, received_copies, running_storescp
+from tests.polling import wait_for
 from typer.testing import CliRunner
 
 from radsync.adapters.persistence.unit_of_work import transaction
@@ -81,29 +82,6 @@ def forward_entries(container: Container) -> list[Any]:
     return container.outbox.operations.entries(destination=PACS)
 
 
-def wait_for(predicate: Any, timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("timed out")
-
-
-def received(out: Path) -> dict[str, Any]:
-    """The files storescp has finished writing, by SOP Instance UID (one being written is left for later)."""
-    copies = {}
-    for path in sorted(out.glob("*")):
-        try:
-            ds = dcmread(path)
-            _ = ds.PixelData
-        except Exception:
-            continue
-        copies[str(ds.SOPInstanceUID)] = ds
-    return copies
-
-
 def study_state(container: Container, uid: str) -> StudyState:
     return act(container, lambda uow: container.studies.get_study(uow, uid)).study.state
 
@@ -116,7 +94,7 @@ def test_a_matched_study_is_forwarded_with_the_current_truth(tmp_path: Path, dat
                         study_uid="1.2.826.0.1.3680043.8.498.424242") for i in range(2)]
         store(port, *files)
         assert study_state(container, "1.2.826.0.1.3680043.8.498.424242") is StudyState.MATCHED
-        copies = wait_for(lambda: (r := received(out)) and len(r) == 2 and r)
+        copies = wait_for(lambda: (r := received_copies(out)) and len(r) == 2 and r)
         for path in files:
             sent = dcmread(path)
             copy = copies[str(sent.SOPInstanceUID)]
@@ -145,20 +123,20 @@ def test_an_unassigned_study_waits_until_reconciled_and_then_goes(tmp_path: Path
                            name_value="Roe^Rick", study_uid=study))
         assert study_state(container, study) is StudyState.UNASSIGNED
         time.sleep(1.5)  # a worker poll and more: nothing is queued, nothing arrives
-        assert forward_entries(container) == [] and received(out) == {}
+        assert forward_entries(container) == [] and received_copies(out) == {}
         # reconciled by an operator (the use case behind POST /api/studies/{uid}/reconcile)
         act(container, lambda uow: container.studies.reconcile_manually(
             uow, ManualReconcile(study, EntityId("ACC-F2"), actor="tester", reason="right order")))
         act(container, lambda uow: container.studies.reconcile_manually(  # a repeat queues nothing more
             uow, ManualReconcile(study, EntityId("ACC-F2"), actor="tester", reason="again")))
-        copies = wait_for(lambda: received(out))
+        copies = wait_for(lambda: received_copies(out))
         (copy,) = copies.values()
         assert str(copy.PatientName) == "Doe^Jane" and copy.PatientID == "P1"
         assert str(copy.OriginalAttributesSequence[-1].ModifiedAttributesSequence[0].PatientName) == "Roe^Rick"
         # a later instance of the now matched study goes on its own
         store(port, sample("CT_small.dcm", tmp_path / "b.dcm", accession="UNKNOWN-9", patient_id="P9",
                            study_uid=study))
-        wait_for(lambda: len(received(out)) == 2)
+        wait_for(lambda: len(received_copies(out)) == 2)
         assert len(forward_entries(container)) == 2
 
 
@@ -180,7 +158,7 @@ def test_a_correction_before_delivery_is_in_the_copy_and_a_down_peer_costs_no_at
         (entry,) = forward_entries(container)
         assert entry.state == "failed" and entry.attempts == 0
         with storescp(out, pacs_port):
-            (copy,) = wait_for(lambda: received(out)).values()
+            (copy,) = wait_for(lambda: received_copies(out)).values()
         assert str(copy.PatientName) == "Doe^Janet"
         assert str(copy.OriginalAttributesSequence[-1].ModifiedAttributesSequence[0].PatientName) == "Doe^Jane"
         (entry,) = wait_for(lambda: [e for e in forward_entries(container) if e.state == "sent"])
@@ -200,11 +178,11 @@ def test_an_entry_whose_study_was_unlinked_meanwhile_is_a_dead_letter_not_a_copy
         with storescp(out, pacs_port):
             (entry,) = wait_for(lambda: [e for e in forward_entries(container) if e.state == "dead"])
             assert "no longer reconciled" in entry.last_error
-            assert received(out) == {}
+            assert received_copies(out) == {}
             # linked again: queued again, and delivered
             act(container, lambda uow: container.studies.reconcile_manually(
                 uow, ManualReconcile(study, EntityId("ACC-F4"), actor="tester")))
-            wait_for(lambda: received(out))
+            wait_for(lambda: received_copies(out))
         assert sorted(e.state for e in forward_entries(container)) == ["dead", "sent"]
 
 
@@ -278,5 +256,5 @@ def test_a_late_order_reconciles_a_waiting_study_and_forwards_it(tmp_path: Path,
                                                        "birth_date": dt.date(1980, 3, 4)})
         act(container, lambda uow: container.orders.place(uow, PlaceOrder(update, order)))  # the late ORM
         assert study_state(container, study) is StudyState.MATCHED
-        (copy,) = wait_for(lambda: received(out)).values()
+        (copy,) = wait_for(lambda: received_copies(out)).values()
         assert copy.AccessionNumber == "ACC-F7" and str(copy.PatientName) == "Doe^Jane"
