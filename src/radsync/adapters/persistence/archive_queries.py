@@ -34,6 +34,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, Engine, Select, and_, func, select
 
 from radsync.adapters.persistence import codec as c
+from radsync.adapters.persistence.repositories import PATIENT_COLUMNS, patient_from_row
 from radsync.adapters.persistence.tables import (
     instances,
     orders,
@@ -192,14 +193,7 @@ class SqlArchiveReader:
                 requested_procedures.c.study_instance_uid.label("procedure_uid"),
                 requested_procedures.c.details.label("procedure_details"),
                 orders.c.details.label("order_details"),
-                patients.c.patient_id,
-                patients.c.issuer,
-                patients.c.issuer_uid,
-                patients.c.issuer_uid_type,
-                patients.c.name,
-                patients.c.birth_date,
-                patients.c.sex,
-                patients.c.details.label("patient_details"),
+                *PATIENT_COLUMNS,
             )
             .select_from(
                 study_links.join(requested_procedures, requested_procedures.c.pk == study_links.c.procedure_pk)
@@ -213,16 +207,8 @@ class SqlArchiveReader:
         for r in rows:
             entry = out.get(r.study_pk)
             if entry is None:
-                patient = Demographics(
-                    PatientId(
-                        r.patient_id,
-                        c.issuer_from([r.issuer, r.issuer_uid, r.issuer_uid_type]),
-                        (r.patient_details or {}).get("type_code", ""),
-                    ),
-                    c.name_from(r.name),
-                    _date(r.birth_date),
-                    Sex(r.sex),
-                )
+                held = patient_from_row(r._mapping)
+                patient = Demographics(held.id, held.name, held.birth_date, held.sex)
                 entry = out[r.study_pk] = (patient, [])
             entry[1].append(
                 LinkedOrder(

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, and_, exists, false, or_, select
 
 from radsync.adapters.persistence import codec as c
-from radsync.adapters.persistence.repositories import patient_from_row, step_from_row
+from radsync.adapters.persistence.repositories import PATIENT_COLUMNS, patient_from_row, step_from_row
 from radsync.adapters.persistence.tables import orders, patients, requested_procedures, scheduled_steps
 from radsync.domain.ids import EntityId
 from radsync.domain.names import fold
@@ -72,14 +72,7 @@ class SqlProcedureLookup:
                 requested_procedures.c.study_instance_uid,
                 requested_procedures.c.details.label("procedure_details"),
                 orders.c.details.label("order_details"),
-                patients.c.patient_id,
-                patients.c.issuer,
-                patients.c.issuer_uid,
-                patients.c.issuer_uid_type,
-                patients.c.name,
-                patients.c.birth_date,
-                patients.c.sex,
-                patients.c.details,
+                *PATIENT_COLUMNS,
             )
             .join(orders, orders.c.pk == requested_procedures.c.order_pk)
             .join(patients, patients.c.pk == orders.c.patient_pk)

@@ -152,6 +152,19 @@ def _patient_values(p: Patient) -> dict[str, Any]:
     }
 
 
+# The columns ``patient_from_row`` reads, for the readers that join patients into their own selects.
+PATIENT_COLUMNS = (
+    patients.c.patient_id,
+    patients.c.issuer,
+    patients.c.issuer_uid,
+    patients.c.issuer_uid_type,
+    patients.c.name,
+    patients.c.birth_date,
+    patients.c.sex,
+    patients.c.details,
+)
+
+
 def patient_from_row(row: Any) -> Patient:
     d = row["details"]
     return Patient(
