@@ -212,24 +212,6 @@ def test_one_bad_message_in_a_batch_rolls_back_alone(hub: Hub, monkeypatch: pyte
     assert msa(hub.send(messages[3]))[0] == "AA"
 
 
-def test_a_lone_connection_is_written_on_the_loop_and_two_share_the_writer(hub: Hub) -> None:
-    committers: list[str] = []
-
-    @event.listens_for(hub.engines.write, "commit")
-    def who(connection: Any) -> None:
-        committers.append(threading.current_thread().name)
-
-    assert msa(hub.send(s.ORM_NEW_9_1))[0] == "AA"
-    assert committers == [hub.loop.thread.name]  # no hand-off to the writer thread and back
-    committers.clear()
-    with MLLPClient("127.0.0.1", hub.port) as idle, MLLPClient("127.0.0.1", hub.port) as busy:
-        idle.send_message(s.ADT_A08.encode("ascii"))  # both connections are open from here on
-        answer = busy.send_message(s.ORM_CHANGE_LATIN1_9_3_BYTES)
-    assert msa(answer.removeprefix(VT).removesuffix(FS_CR))[0] == "AA"
-    assert committers[-1] == "hl7-intake-writer"
-    assert hub.scalar("SELECT count(*) FROM orders") == 2
-
-
 def test_a_refused_message_leaves_nothing_half_written(hub: Hub) -> None:
     hub.send(s.ORM_NEW_9_1)
     # another patient and order claiming the first order's Study Instance UID: the patient row is written first,

@@ -22,14 +22,6 @@ own, and answered AR 207 if that fails too.
 
 The asyncio side calls ``await intake.submit(raw_bytes, peer)``; decoding and mapping run there, before the
 message is queued, so they overlap with the writer's fsync.
-
-A message from a lone connection (``alone=True``: the listener has no other connection open) is written right
-there on the event loop instead, when the writer is idle: its sender waits for each ACK, so there is never a
-second message to share the commit with, and the two thread hand-offs (queue, then back to the loop) were
-~10 % of its round trip (README, HL7 ingest). The same ``_process`` runs under the same lock, so the answers,
-the batch rules and the durability are the writer's; the loop is blocked for that one message's write and
-commit, as it already is for its mapping. As soon as a second connection is open, messages go to the writer
-and share its commits again.
 """
 
 from __future__ import annotations
@@ -124,8 +116,7 @@ class Hl7Intake:
         self._lock = threading.Lock()
         self._closed = True
         self._thread: threading.Thread | None = None
-        self._connection: Connection | None = None  # the writer's, kept open between batches
-        self._writing = threading.Lock()  # held while a batch is written: by the writer thread, or inline
+        self._connection: Connection | None = None  # the writer thread's own, kept open between batches
 
     # -- lifecycle -----------------------------------------------------------------------------------------
 
@@ -150,30 +141,15 @@ class Hl7Intake:
 
     # -- the asyncio side -----------------------------------------------------------------------------------
 
-    async def submit(self, raw: bytes, peer: str = "", *, alone: bool = False) -> bytes:
-        """Log, apply and commit one message; return its ACK bytes (raises ``inbound.NotHl7``, ``IntakeClosed``).
-
-        ``alone``: the caller's connection is the only one open, so nothing could share this message's commit;
-        it is written here, without the writer thread, when the writer is idle.
-        """
+    async def submit(self, raw: bytes, peer: str = "") -> bytes:
+        """Log, apply and commit one message; return its ACK bytes (raises ``inbound.NotHl7``, ``IntakeClosed``)."""
         prepared = prepare(raw, self._context) if len(raw) <= PREPARE_ON_LOOP_LIMIT else None
         loop = asyncio.get_running_loop()
         future: asyncio.Future[bytes] = loop.create_future()
-        pending = _Pending(raw, peer, loop, future, prepared)
-        if alone and self._writing.acquire(blocking=False):
-            try:
-                if self._closed:
-                    raise IntakeClosed("the HL7 intake is not running")
-                ((_, answer),) = self._process([pending])
-            finally:
-                self._writing.release()
-            if isinstance(answer, BaseException):
-                raise answer
-            return answer
         with self._lock:
             if self._closed:
                 raise IntakeClosed("the HL7 intake is not running")
-            self._queue.put(pending)
+            self._queue.put(_Pending(raw, peer, loop, future, prepared))
         return await future
 
     # -- the writer thread ----------------------------------------------------------------------------------
@@ -182,8 +158,7 @@ class Hl7Intake:
         try:
             self._take_batches()
         finally:
-            with self._writing:
-                self._drop_connection()
+            self._drop_connection()
 
     def _take_batches(self) -> None:
         stopping = False
@@ -201,9 +176,7 @@ class Hl7Intake:
                     stopping = True
                     break
                 batch.append(item)
-            with self._writing:
-                answers = self._process(batch)
-            _resolve(answers)
+            self._process(batch)
 
     def _writer_connection(self) -> Connection:
         """The writer's connection, opened once and kept: a pool checkout, reset and check-in per batch cost
@@ -220,8 +193,7 @@ class Hl7Intake:
             except Exception:  # already broken: the pool discards it
                 log.debug("closing the HL7 writer connection failed", exc_info=True)
 
-    def _process(self, batch: list[_Pending], *, optimistic: bool = True) -> list[tuple[_Pending, bytes | BaseException]]:
-        """Write and commit a batch; each message with its ACK (or the exception its submitter gets)."""
+    def _process(self, batch: list[_Pending], *, optimistic: bool = True) -> None:
         now = self._clock()
         try:
             self._queued = False
@@ -231,16 +203,19 @@ class Hl7Intake:
             if self._queued and self._outbound.notify is not None:
                 self._outbound.notify()
         except _Redo:  # the transaction is rolled back: nothing of the optimistic attempt stays
-            return self._process(batch, optimistic=False)
+            self._process(batch, optimistic=False)
+            return
         except Exception as exc:
             self._drop_connection()
             if len(batch) > 1:
                 log.warning("HL7 batch of %d failed to commit (%s); retrying one by one", len(batch), type(exc).__name__)
-                return [answer for item in batch for answer in self._process([item])]
+                for item in batch:
+                    self._process([item])
+                return
             log.error("HL7 message could not be committed (%s); answered AR 207", type(exc).__name__)
             log.debug("commit failure", exc_info=True)
             answers = [(batch[0], self._system_failure(batch[0], now))]
-        return answers
+        _resolve(answers)
 
     def _one(
         self, connection: Connection, item: _Pending, now: dt.datetime, optimistic: bool

@@ -3,8 +3,7 @@
 Framing is python-hl7's (``start_hl7_server``, ``MLLPStreamReader.readblock``, ``writeblock``); radsync reads
 each block as bytes and decodes it itself (charsets.py), because python-hl7's stream reader decodes every
 message with one fixed encoding. Per connection: read a block, ``await intake.submit``, write the ACK block;
-messages on one connection are answered in order, several per TCP read or one split over reads alike. While
-only one connection is open, its messages are written on the event loop (``submit(alone=True)``, intake.py).
+messages on one connection are answered in order, several per TCP read or one split over reads alike.
 TCP_NODELAY is set on every accepted socket (PERF-NOTES: Nagle costs ~40 ms per turn on loopback).
 
 Bad input never stops the listener (ARCHITECTURE invariant 8): a block that does not start with <VT>, or is
@@ -130,7 +129,7 @@ class Hl7Server:
             return self._refuse_unframed(reader.last_chunk, peer, f"message larger than {self._limit} bytes",
                                          ErrorCode.INTERNAL)
         try:
-            return await self._intake.submit(block, peer, alone=len(self._connections) == 1)
+            return await self._intake.submit(block, peer)
         except NotHl7:
             log.warning("dropped %d bytes from %s: no MSH segment", len(block), peer)
             return None
