@@ -12,12 +12,19 @@ Instances: pydicom's CT_small.dcm (39 KB), and the same header with 512x512x16-b
 10 studies of 100 instances each, written to a temp dir once and sent to every receiver.
 
     .venv/bin/python bench/cstore_ingest.py [--count 1000] [--radsync-processes 0 1]
+    .venv/bin/python bench/cstore_ingest.py --sizes 40KB --count 400 --no-floor --variant B=/tmp/srcB   # A/B
+
+Besides inst/s, each row shows the receiver's CPU time per instance while it received (user + system time of the
+server process and its children, from /proc): less sensitive to the machine's other load than the wall time, so
+the figure to compare for a change. ``--variant NAME=DIR`` adds radsync started from DIR (a changed copy of src/,
+as PYTHONPATH) to the same rows.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -73,10 +80,41 @@ def make_instances(directory: Path, count: int, rows: int | None) -> list[Path]:
     return paths
 
 
-def send(port: int, called: str, files: Sequence[Path], associations: int) -> float:
-    """Send ``files`` over ``associations`` parallel storescu processes; the wall time in seconds."""
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds used so far by ``pid`` and its live descendants (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    ticks: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": state, ppid, ...
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+        ticks[int(entry.name)] = int(fields[11]) + int(fields[12])  # utime + stime
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        total += ticks.get(current, 0)
+        todo.extend(children.get(current, ()))
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+class Measured:
+    """Wall time of a send and the receiver's CPU time meanwhile (its process tree), in seconds."""
+
+    def __init__(self, seconds: float, cpu: float = float("nan")) -> None:
+        self.seconds = seconds
+        self.cpu = cpu
+
+
+def send(port: int, called: str, files: Sequence[Path], associations: int, server_pid: int | None = None) -> Measured:
+    """Send ``files`` over ``associations`` parallel storescu processes; wall time and the server's CPU time."""
     storescu = dcmtk_tool("storescu")
     chunks = [files[i::associations] for i in range(associations)]
+    cpu_before = tree_cpu_seconds(server_pid) if server_pid else float("nan")
     start = time.perf_counter()
     procs = [
         subprocess.Popen([storescu, "-aet", "BENCH", "-aec", called, HOST, str(port), *map(str, chunk)],
@@ -85,13 +123,14 @@ def send(port: int, called: str, files: Sequence[Path], associations: int) -> fl
     ]
     errors = [p.communicate()[1] for p in procs]
     elapsed = time.perf_counter() - start
+    cpu = tree_cpu_seconds(server_pid) - cpu_before if server_pid else float("nan")
     for proc, err in zip(procs, errors, strict=True):
         if proc.returncode != 0:
             raise RuntimeError(f"storescu failed ({proc.returncode}): {err.decode(errors='replace')[-2000:]}")
-    return elapsed
+    return Measured(elapsed, cpu)
 
 
-def run_storescp(work: Path, files: Sequence[Path], associations: int) -> float:
+def run_storescp(work: Path, files: Sequence[Path], associations: int) -> Measured:
     port = free_port()
     out = work / "storescp-out"
     out.mkdir()
@@ -99,10 +138,10 @@ def run_storescp(work: Path, files: Sequence[Path], associations: int) -> float:
                                         str(port)], work / "storescp.log", env=dcmtk_env())
     with running(server):
         server.wait_ready(lambda: port_accepts(port), 30)
-        return send(port, "STORESCP", files, associations)
+        return send(port, "STORESCP", files, associations, server.proc.pid)
 
 
-def run_orthanc(work: Path, files: Sequence[Path], associations: int) -> float:
+def run_orthanc(work: Path, files: Sequence[Path], associations: int) -> Measured:
     dicom_port, http_port = free_port(), free_port()
     config = {
         "Name": "bench", "StorageDirectory": str(work / "orthanc-storage"),
@@ -115,16 +154,37 @@ def run_orthanc(work: Path, files: Sequence[Path], associations: int) -> float:
                            env=dcmtk_env())
     with running(server):
         server.wait_ready(lambda: port_accepts(dicom_port), 60)
-        return send(dicom_port, "ORTHANC", files, associations)
+        return send(dicom_port, "ORTHANC", files, associations, server.proc.pid)
 
 
-def run_radsync(work: Path, files: Sequence[Path], associations: int, processes: int) -> float:
+def run_radsync(
+    work: Path, files: Sequence[Path], associations: int, processes: int, source: Path | None = None
+) -> Measured:
+    """radsync serve; from ``source`` (a copy of src/, as ``PYTHONPATH``) when given."""
     ports = RadsyncPorts.allocate()
     config = work / "radsync.toml"
     config.write_text(f"dicom_processes = {processes}\n")
-    server = start_radsync(work, ports, config)
+    previous = os.environ.get("PYTHONPATH")
+    if source is not None:
+        os.environ["PYTHONPATH"] = str(source)
+    try:
+        server = start_radsync(work, ports, config)
+    finally:
+        if previous is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = previous
     with running(server):
-        return send(ports.dicom, "RADSYNC", files, associations)
+        return send(ports.dicom, "RADSYNC", files, associations, server.proc.pid)
+
+
+def variant(spec: str) -> tuple[str, Path]:
+    """``NAME=DIR`` where DIR holds a ``radsync`` package (a copy of src/)."""
+    name, sep, directory = spec.partition("=")
+    source = Path(directory).resolve()
+    if not sep or not name or not (source / "radsync" / "__init__.py").is_file():
+        raise argparse.ArgumentTypeError(f"expected NAME=DIR with DIR/radsync/__init__.py, got {spec!r}")
+    return name, source
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -133,6 +193,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--radsync-processes", type=int, nargs="+", default=[0],
                         help="receiving processes per radsync row (0 = auto)")
     parser.add_argument("--sizes", nargs="+", default=list(SIZES))
+    parser.add_argument("--variant", type=variant, action="append", default=[], metavar="NAME=DIR",
+                        help="also measure radsync from DIR (a changed copy of src/) in the same rows, for A/B")
+    parser.add_argument("--no-floor", action="store_true", help="skip dcmtk storescp (the floor)")
     args = parser.parse_args(argv)
     print(machine_line())
     with tempfile.TemporaryDirectory(prefix="radsync-cstore-") as tmp:
@@ -143,30 +206,36 @@ def main(argv: Sequence[str] | None = None) -> int:
             files = make_instances(root / f"in-{size}", args.count, SIZES[size])
             megabytes = sum(p.stat().st_size for p in files) / 1e6
             for associations in (1, 4):
-                results: dict[str, float] = {}
-                receivers = [("dcmtk storescp (floor)", lambda w, f=files, a=associations: run_storescp(w, f, a)),
-                             ("Orthanc", lambda w, f=files, a=associations: run_orthanc(w, f, a))]
+                results: dict[str, Measured] = {}
+                receivers = [("Orthanc", lambda w, f=files, a=associations: run_orthanc(w, f, a))]
+                if not args.no_floor:
+                    receivers.insert(0, ("dcmtk storescp (floor)",
+                                         lambda w, f=files, a=associations: run_storescp(w, f, a)))
                 for processes in args.radsync_processes:
-                    label = f"radsync ({processes or 'auto'} proc)"
-                    receivers.append((label, lambda w, f=files, a=associations, p=processes: run_radsync(w, f, a, p)))
+                    for tag, source in [("", None), *((f"{n}, ", d) for n, d in args.variant)]:
+                        label = f"radsync ({tag}{processes or 'auto'} proc)"
+                        receivers.append((label, lambda w, f=files, a=associations, p=processes, d=source:
+                                          run_radsync(w, f, a, p, d)))
                 for name, run in receivers:
                     work = Path(tempfile.mkdtemp(dir=root, prefix="run-"))
                     try:
                         results[name] = run(work)
-                        print(f"  {size} x{associations}: {name}: {args.count / results[name]:,.0f} inst/s",
+                        print(f"  {size} x{associations}: {name}: {args.count / results[name].seconds:,.0f} inst/s,"
+                              f" {results[name].cpu / args.count * 1e3:.2f} ms CPU/inst",
                               file=sys.stderr, flush=True)
                     except Exception as error:  # a missing peer must not hide the others' figures
                         print(f"  ! {name}: {error}", file=sys.stderr)
-                        results[name] = float("nan")
-                for name, seconds in results.items():
-                    rate = args.count / seconds
-                    rows.append([size, str(associations), name, f"{rate:,.0f}", f"{megabytes / seconds:,.1f}",
-                                 f"{seconds:.2f}"])
-                orthanc = results.get("Orthanc", float("nan"))
-                for name, seconds in results.items():
+                        results[name] = Measured(float("nan"))
+                for name, measured in results.items():
+                    seconds = measured.seconds
+                    rows.append([size, str(associations), name, f"{args.count / seconds:,.0f}",
+                                 f"{megabytes / seconds:,.1f}", f"{seconds:.2f}",
+                                 f"{measured.cpu / args.count * 1e3:.2f}"])
+                orthanc = results.get("Orthanc", Measured(float("nan"))).seconds
+                for name, measured in results.items():
                     if name.startswith("radsync"):
-                        ratios.append((f"{size}, {associations} assoc, {name}", orthanc / seconds))
-        print_table(["size", "assocs", "receiver", "inst/s", "MB/s", "seconds"], rows)
+                        ratios.append((f"{size}, {associations} assoc, {name}", orthanc / measured.seconds))
+        print_table(["size", "assocs", "receiver", "inst/s", "MB/s", "seconds", "receiver CPU ms/inst"], rows)
         print()
         print_table(["case", "radsync / Orthanc", "target >= 1.0"],
                     [[case, f"{ratio:.2f}x", verdict(ratio, 1.0)] for case, ratio in ratios])
