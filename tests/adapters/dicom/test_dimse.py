@@ -163,3 +163,54 @@ def test_store_response_command_set_equals_pynetdicoms(status: int, uids: tuple[
     assert pdata.presentation_data_value_list == [(5, b"\x03" + encode(message.command_set, True, True))]
     rsp.ErrorComment = "with a comment: pynetdicom's path"
     assert FindResponseProvider(assoc)._store_response(rsp, 5) is False
+
+
+def test_the_waiting_dul_serves_each_message_at_once_and_releases_promptly() -> None:
+    """The accepted association's DUL waits for its socket or a queued PDU (no polling, no 50 ms waits per turn)."""
+    import time
+
+    from pynetdicom import AE, evt
+    from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+    from radsync.adapters.dicom.connection import tune_connection
+    from radsync.adapters.dicom.dimse import DUL_WAIT_SECONDS, WaitingDUL
+
+    duls: list[Any] = []
+
+    def on_echo(event: Any) -> int:
+        duls.append(event.assoc.dul)
+        return 0x0000
+
+    scp = AE(ae_title="SCP")
+    scp.add_supported_context(Verification)
+    server = scp.start_server(("127.0.0.1", 0), block=False,
+                              evt_handlers=[(evt.EVT_CONN_OPEN, tune_connection), (evt.EVT_C_ECHO, on_echo)])
+    try:
+        scu = AE(ae_title="SCU")
+        scu.add_requested_context(Verification)
+        assoc = scu.associate("127.0.0.1", server.server_address[1], ae_title="SCP",
+                              evt_handlers=[(evt.EVT_CONN_OPEN, tune_connection)])
+        assert assoc.is_established
+        assert type(assoc.dul) is not WaitingDUL  # a requestor's DUL is already running when tuned: left as is
+        started = time.monotonic()
+        for _ in range(100):
+            assert assoc.send_c_echo().Status == 0x0000
+        elapsed = time.monotonic() - started
+        assert elapsed < 100 * DUL_WAIT_SECONDS / 2, f"{elapsed:.2f} s: a turn waited out the DUL's timeout"
+        time.sleep(0.2)  # idle: the DUL blocks in select; a message after that is still served at once
+        assert assoc.send_c_echo().Status == 0x0000
+        started = time.monotonic()
+        assoc.release()
+        assert assoc.is_released
+        assert time.monotonic() - started < 1.0
+    finally:
+        server.shutdown()
+    assert duls and all(type(dul) is WaitingDUL for dul in duls)
+    import gc
+    import os
+
+    wake = duls[0]._wake_r
+    duls.clear()
+    gc.collect()
+    with pytest.raises(OSError):
+        os.fstat(wake)  # the wake-up pipe is closed once the association is gone

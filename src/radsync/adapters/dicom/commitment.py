@@ -11,7 +11,7 @@ SOP Class. Failure reasons (J.3.3.1.1.1): 0x0112 no such object instance (unknow
 0x0119 class/instance conflict (stored under another SOP Class), 0x0110 processing failure (unreadable).
 
 Delivery (J.3.3, J.6): the report goes on the same association once the N-ACTION response has left (the sending
-thread waits for the association's reactor to pause, which happens only after the response is sent). If the
+thread waits until the N-ACTION response is queued for the wire: dimse.FindResponseProvider.wait_until_answered). If the
 requester has released the association by then (many modalities release at once and listen for the report), radsync
 opens a new association to it -- its address comes from ``[[dicom_destinations]]`` by AE title -- proposing the SCP
 role for Storage Commitment (J.3.3, PS3.7 D.3.3.4), and tries a few times with backoff. A requester with no
@@ -49,6 +49,7 @@ COMMITMENT_INSTANCE_UID = "1.2.840.10008.1.20.1.1"
 REQUEST_COMMITMENT = 1  # N-ACTION Action Type ID (J.3.2.1)
 ALL_COMMITTED = 1  # N-EVENT-REPORT Event Type ID: storage commitment request successful (J.3.3.1)
 SOME_FAILED = 2  # ... complete, failures exist
+RESPONSE_WAIT_SECONDS = 10.0  # how long a report waits for its N-ACTION response to be queued (normally < 1 ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,8 +120,18 @@ class ReportDelivery:
         self._addresses = dict(addresses)
         self._retry_delays = tuple(retry_delays)
 
-    def deliver(self, assoc: Any, event_type: int, report: Dataset) -> bool:
-        """Runs on its own thread; True when the requester answered the report."""
+    def deliver(
+        self, assoc: Any, event_type: int, report: Dataset, after_response: tuple[int, int] | None = None
+    ) -> bool:
+        """Runs on its own thread; True when the requester answered the report.
+
+        ``after_response``: the N-ACTION's Message ID and the provider's response mark taken in its handler; the
+        report is sent only once that response is queued, so it never overtakes the response on the wire
+        (dimse.FindResponseProvider.wait_until_answered).
+        """
+        wait = getattr(getattr(assoc, "dimse", None), "wait_until_answered", None)
+        if after_response is not None and callable(wait):
+            wait("N_ACTION", after_response[0], after_response[1], RESPONSE_WAIT_SECONDS)
         if assoc.is_established and _send(assoc, event_type, report):
             return True
         requester = str(assoc.requestor.ae_title).strip()
@@ -185,8 +196,11 @@ class CommitmentHandler:
         event_type, report = event_report(transaction_uid, verdicts)
         log.info("storage commitment %s: %d committed, %d failed", transaction_uid,
                  sum(v.failure is None for v in verdicts), sum(v.failure is not None for v in verdicts))
+        mark = getattr(getattr(event.assoc, "dimse", None), "response_mark", None)
+        after_response = (int(request.MessageID), mark()) if callable(mark) else None
         threading.Thread(
-            target=self._delivery.deliver, args=(event.assoc, event_type, report), name="commitment-report",
+            target=self._delivery.deliver, args=(event.assoc, event_type, report, after_response),
+            name="commitment-report",
             daemon=True,
         ).start()
         return int(NStatus.SUCCESS), None

@@ -20,7 +20,7 @@ from pynetdicom._handlers import (  # pynetdicom's own logging handlers, to unbi
     standard_pdu_sent_handler,
 )
 
-from radsync.adapters.dicom.dimse import FindResponseProvider
+from radsync.adapters.dicom.dimse import FindResponseProvider, wait_for_work
 
 _STANDARD_LOG_HANDLERS = (
     (evt.EVT_DIMSE_RECV, standard_dimse_recv_handler),
@@ -44,3 +44,4 @@ def tune_connection(event: Any) -> None:
             if handler in [h for h, _ in assoc.get_handlers(event_type)]:
                 assoc.unbind(event_type, handler)
     assoc.dimse = FindResponseProvider(assoc)
+    wait_for_work(assoc.dul)
