@@ -4,14 +4,28 @@ SQLite: WAL so readers (MWL queries) never wait for the writer, synchronous=FULL
 survives power loss, and BEGIN IMMEDIATE on the write engine so two writers never deadlock on a lock upgrade.
 pysqlite's own transaction handling is switched off (SQLAlchemy's documented recipe) so SAVEPOINTs work, which
 the HL7 group commit needs (one savepoint per message inside one transaction).
+
+Writers in several processes (HL7 and DICOM workers, adapters/workers.py) queue for SQLite's one write lock. SQLite's
+busy handler retries a locked BEGIN IMMEDIATE after sleeping 1, 2, 5, 10, ... ms, so a waiter wakes up to
+milliseconds after the lock was freed (a commit holds it ~1 ms) and the lock sits unused meanwhile. The write engine
+therefore takes an exclusive ``flock`` on a file beside the database (``<database>-writer.lock``) before BEGIN
+IMMEDIATE and releases it right after COMMIT or ROLLBACK: the kernel wakes the next waiter at once, in any process.
+The flock only orders writers; SQLite's own lock (and busy_timeout) stays what guarantees correctness, so a writer
+without it (the outbox's bookkeeping engine, another tool) is merely slower to get in. PostgreSQL needs none.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
+import threading
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.pool import NullPool
 
 
@@ -36,13 +50,15 @@ def create_engines(url: str, *, sqlite_synchronous: str = "FULL") -> Engines:
     if not is_sqlite(url):
         engine = create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
         return Engines(write=engine, read=engine)
+    database = make_url(url).database or ""
+    lock = None if database in ("", ":memory:") or database.startswith("file:") else f"{database}-writer.lock"
     return Engines(
-        write=_sqlite_engine(url, begin="BEGIN IMMEDIATE", synchronous=sqlite_synchronous),
+        write=_sqlite_engine(url, begin="BEGIN IMMEDIATE", synchronous=sqlite_synchronous, write_lock=lock),
         read=_sqlite_engine(url, begin="BEGIN", synchronous=sqlite_synchronous),
     )
 
 
-def _sqlite_engine(url: str, *, begin: str, synchronous: str) -> Engine:
+def _sqlite_engine(url: str, *, begin: str, synchronous: str, write_lock: str | None = None) -> Engine:
     engine = create_engine(
         url,
         connect_args={"check_same_thread": False, "timeout": 30},
@@ -59,9 +75,113 @@ def _sqlite_engine(url: str, *, begin: str, synchronous: str) -> Engine:
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
 
+    if write_lock is not None:
+        _order_writers(engine, write_lock, begin)
+        _lock_paths[engine] = write_lock
+        return engine
+
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
         # straight on the DBAPI connection: exec_driver_sql's execution context cost ~50 µs per transaction
         connection.connection.dbapi_connection.execute(begin)
 
     return engine
+
+
+_holding = threading.local()  # ``info`` of the connection (or writer_lock) whose lock this thread took, if any
+_lock_paths: weakref.WeakKeyDictionary[Engine, str] = weakref.WeakKeyDictionary()
+
+
+@contextmanager
+def writer_lock(engine: Engine) -> Iterator[None]:
+    """Hold the cross-process writer lock of ``engine`` in this thread for the block (nothing without one).
+
+    For a writer that wants the lock before deciding what to write (the HL7 intake in a worker collects its batch
+    once it holds it, hl7/workers.py); write transactions begun in this thread meanwhile do not take it again.
+    """
+    path = _lock_paths.get(engine)
+    mine = getattr(_holding, "info", None)
+    if path is None or (mine is not None and mine.get("writer_locked")):
+        yield
+        return
+    fds = getattr(_holding, "fds", None)
+    if fds is None:
+        fds = _holding.fds = {}
+    if path not in fds:
+        fds[path] = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    info = {"writer_lock": fds[path]}
+    fcntl.flock(info["writer_lock"], fcntl.LOCK_EX)
+    info["writer_locked"] = True
+    _holding.info = info
+    try:
+        yield
+    finally:
+        _release(info)
+
+
+def _order_writers(engine: Engine, path: str, begin: str) -> None:
+    """The cross-process writer queue described above: flock before BEGIN, unlock after COMMIT / ROLLBACK.
+
+    Each DBAPI connection opens the file itself (flock belongs to the open file, so two connections of one
+    process exclude each other too). COMMIT and ROLLBACK are issued here, in the "commit" / "rollback" events
+    that SQLAlchemy calls just before its own, so the lock is released after them; pysqlite's ``commit()`` and
+    ``rollback()`` do nothing when no transaction is open, so SQLAlchemy's own call that follows is a no-op. A
+    thread that already holds the lock (a second write connection opened inside a write transaction) does not
+    wait for it again: it waits in SQLite's busy handler as before, instead of for itself forever.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _open(_dbapi_connection: Any, record: Any) -> None:
+        record.info["writer_lock"] = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+    @event.listens_for(engine, "close")
+    def _close(_dbapi_connection: Any, record: Any) -> None:
+        _release(record.info)
+        fd = record.info.pop("writer_lock", None)
+        if fd is not None:
+            os.close(fd)
+
+    @event.listens_for(engine, "invalidate")
+    def _invalidated(_dbapi_connection: Any, record: Any, _exception: Any) -> None:
+        _release(record.info)
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        fairy = connection.connection
+        info = fairy.info
+        mine = getattr(_holding, "info", None)
+        if "writer_lock" in info and not (mine is not None and mine.get("writer_locked")):
+            fcntl.flock(info["writer_lock"], fcntl.LOCK_EX)  # waits without the GIL; woken as soon as it is free
+            info["writer_locked"] = True
+            _holding.info = info
+        try:
+            # straight on the DBAPI connection: exec_driver_sql's execution context cost ~50 µs per transaction
+            fairy.dbapi_connection.execute(begin)
+        except BaseException:
+            _release(info)
+            raise
+
+    @event.listens_for(engine, "commit")
+    def _on_commit(connection: Any) -> None:
+        if connection.invalidated:
+            return
+        fairy = connection.connection
+        try:
+            fairy.dbapi_connection.commit()
+        finally:
+            _release(fairy.info)
+
+    @event.listens_for(engine, "rollback")
+    def _on_rollback(connection: Any) -> None:
+        if connection.invalidated:
+            return
+        fairy = connection.connection
+        try:
+            fairy.dbapi_connection.rollback()
+        finally:
+            _release(fairy.info)
+
+
+def _release(info: dict[str, Any]) -> None:
+    if info.pop("writer_locked", False):
+        fcntl.flock(info["writer_lock"], fcntl.LOCK_UN)
