@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pydicom.uid import generate_uid
@@ -15,10 +16,9 @@ from pydicom.uid import generate_uid
 from radsync.adapters.blobstore import FileBlobStore
 from radsync.adapters.dicom.workers import dicom_listener
 from radsync.adapters.hl7.datatypes import site_zone
-from radsync.adapters.hl7.intake import Hl7Intake
 from radsync.adapters.hl7.outbound.segments import Sender
 from radsync.adapters.hl7.outbound.wire import Hl7Wire
-from radsync.adapters.hl7.server import Hl7Server
+from radsync.adapters.hl7.workers import hl7_listener
 from radsync.adapters.http.app import create_app
 from radsync.adapters.http.server import HttpServer
 from radsync.adapters.outbox.dispatcher import OutboxDispatcher, destination_routes
@@ -82,7 +82,9 @@ class Container:
     listeners: Listeners = field(default_factory=Listeners)
 
 
-def build_container(settings: Settings) -> Container:
+def build_container(settings: Settings, *, outbox_notify: Callable[[], None] | None = None) -> Container:
+    """Everything built from the settings. ``outbox_notify`` replaces the dispatcher's wake-up after a commit that
+    queued outbox messages: a worker process (adapters/workers.py) wakes the serving process's dispatcher."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engines = create_engines(settings.effective_database_url, sqlite_synchronous=settings.sqlite_synchronous)
     upgrade(engines.write)
@@ -106,7 +108,7 @@ def build_container(settings: Settings) -> Container:
         reconciler=reconciler,
         blobs=FileBlobStore(settings.data_dir / "blobs"),
         outbox=dispatcher,
-        outbound=Outbound(destination_routes(settings), wire, dispatcher.notify),
+        outbound=Outbound(destination_routes(settings), wire, outbox_notify or dispatcher.notify),
         zone=zone,
         listeners=Listeners(host=settings.host),
     )
@@ -126,16 +128,13 @@ def reconciliation_policy(settings: ReconciliationSettings) -> ReconciliationPol
 async def run_service(settings: Settings, stop: asyncio.Event) -> None:
     """Start every listener, wait for ``stop``, then stop them in reverse order."""
     container = build_container(settings)
-    intake = Hl7Intake(settings, container.engines, container.orders, utc_now, outbound=container.outbound)
-    hl7_server = Hl7Server(intake, settings.host, settings.hl7_port, settings.hl7_max_message_bytes)
+    hl7_server = hl7_listener(settings, container)
     dicom_server = dicom_listener(settings, container)
     http_server = HttpServer(create_app(container), settings.host, settings.http_port)
     started: list[str] = []
     try:
         await asyncio.to_thread(container.outbox.start)
         started.append("outbox")
-        intake.start()
-        started.append("intake")
         container.listeners.hl7 = await hl7_server.start()
         started.append("hl7")
         container.listeners.dicom = await asyncio.to_thread(dicom_server.start)
@@ -155,8 +154,6 @@ async def run_service(settings: Settings, stop: asyncio.Event) -> None:
             await asyncio.to_thread(dicom_server.stop)
         if "hl7" in started:
             await hl7_server.stop()
-        if "intake" in started:
-            await asyncio.to_thread(intake.stop)
         if "outbox" in started:
             await asyncio.to_thread(container.outbox.stop)
         container.engines.dispose()

@@ -182,6 +182,10 @@ class Settings(BaseSettings):
     hl7_max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     # Group commit: how many inbound HL7 messages may share one database transaction.
     hl7_max_batch: int = Field(64, ge=1, le=1000)
+    # Receiving processes sharing the HL7 port (one listening socket): the intake's mapping and statements are
+    # GIL-bound per process, so many connections scale only across processes. 0 = auto (docs/hl7.md, "Receiving
+    # processes"); 1 = in the serving process.
+    hl7_processes: int = Field(0, ge=0, le=64)
     mwl_max_answers: int = Field(5000, ge=1)
     # Receiving processes sharing the DICOM port (one listening socket): pynetdicom is GIL-bound per process, so C-STORE
     # scales with associations only across processes. 0 = auto: min(4, CPU count); 1 = in the serving process.

@@ -27,6 +27,8 @@ def serve(
     ae_title: Annotated[str | None, typer.Option(help="radsync's DICOM AE title [default: RADSYNC]")] = None,
     database_url: DatabaseUrlOpt = None,
     log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING or ERROR [default: INFO]")] = None,
+    hl7_processes: Annotated[int | None, typer.Option(
+        help="HL7 receiving processes sharing the port; 1 = in this process, 0 = auto [default: 0]")] = None,
 ) -> None:
     """Run the HL7, DICOM and HTTP listeners until SIGTERM or Ctrl-C."""
     settings = settings_from(
@@ -39,6 +41,7 @@ def serve(
         ae_title=ae_title,
         database_url=database_url,
         log_level=log_level,
+        hl7_processes=hl7_processes,
     )
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if settings.log_level != "DEBUG":

@@ -1,0 +1,87 @@
+"""`radsync serve --hl7-processes 2` as a user runs it: /healthz once every worker accepts, a clean SIGTERM,
+and a kill -9 of the whole service (serving process and workers) loses no acknowledged order."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from hl7.client import MLLPClient
+
+from tests.e2e.orm import orm_new
+from tests.e2e.process import RadsyncProcess
+from tests.e2e.test_serve import _send_until_killed, ack_code, stored_accessions
+
+pytestmark = pytest.mark.timeout(240)
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    path = tmp_path / "radsync.toml"
+    path.write_text('hl7_processes = 2\ndicom_processes = 1\n\n[[stations]]\nae_title = "CT01"\nmodality = "CT"\n')
+    return path
+
+
+def descendants(pid: int) -> list[int]:
+    children = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(stat[1]) == pid:
+                children.append(int(entry))
+    return children + [grandchild for child in children for grandchild in descendants(child)]
+
+
+def test_two_hl7_processes_serve_report_on_healthz_and_stop_cleanly(tmp_path: Path, config_file: Path) -> None:
+    radsync = RadsyncProcess(tmp_path / "data", config=config_file)
+    health = radsync.start(60)
+    try:
+        assert health["listeners"]["hl7_mllp"] == f"127.0.0.1:{radsync.hl7_port}"  # only once both workers accept
+        assert radsync.process is not None
+        assert len(descendants(radsync.process.pid)) >= 2
+        with MLLPClient("127.0.0.1", radsync.hl7_port) as one, MLLPClient("127.0.0.1", radsync.hl7_port) as two:
+            assert ack_code(one.send_message(orm_new(1))) == ("AA", "MSG000001")
+            assert ack_code(two.send_message(orm_new(2))) == ("AA", "MSG000002")
+    finally:
+        code = radsync.terminate(30)
+    assert code == 0
+    assert stored_accessions(tmp_path / "data") == {"A000001", "A000002"}
+
+
+def test_kill_9_of_the_whole_service_loses_no_acknowledged_order(tmp_path: Path, config_file: Path) -> None:
+    rng = random.Random(20261128)
+    data_dir = tmp_path / "data"
+    acked: list[str] = []
+    next_n = 1
+    for _round in range(2):
+        radsync = RadsyncProcess(data_dir, config=config_file)
+        radsync.start(60)
+        assert radsync.process is not None
+        senders = [threading.Thread(target=_send_until_killed, args=(radsync.hl7_port, next_n + i * 10_000, 5_000, acked))
+                   for i in range(4)]
+        for sender in senders:
+            sender.start()
+        time.sleep(rng.uniform(1.0, 2.0))
+        for pid in [*descendants(radsync.process.pid), radsync.process.pid]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        radsync.process.wait(10)
+        for sender in senders:
+            sender.join(30)
+        next_n += 40_000
+    assert len(acked) > 50, "the load generator should have had orders acknowledged before each kill"
+    restarted = RadsyncProcess(data_dir, config=config_file)
+    restarted.start(60)
+    restarted.terminate(30)
+    missing = set(acked) - stored_accessions(data_dir)
+    assert not missing, f"{len(missing)} acknowledged orders lost, e.g. {sorted(missing)[:5]}"
