@@ -20,8 +20,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydicom import dcmread
+from pydicom.charset import convert_encodings, default_encoding
+from pydicom.dataelem import RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset
-from pydicom.tag import Tag
+from pydicom.tag import BaseTag, Tag
+from pydicom.uid import ImplicitVRLittleEndian
 
 from radsync.domain.ids import EntityId, Issuer, PatientId
 from radsync.domain.names import NameGroup, PersonName
@@ -101,12 +104,158 @@ def read_header(file_bytes: bytes) -> InstanceHeader:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # invalid values are common in the field; they are kept as received
-            ds = dcmread(io.BytesIO(file_bytes), stop_before_pixels=True, specific_tags=HEADER_TAGS)
+            ds = scan_header(file_bytes)
+            if ds is None:  # not a layout the scan reads: pydicom's reader, the reference
+                ds = dcmread(io.BytesIO(file_bytes), stop_before_pixels=True, specific_tags=HEADER_TAGS)
             return header_from_dataset(ds)
     except HeaderError:
         raise
     except Exception as error:  # pydicom raises many kinds on broken input; all mean "cannot understand"
         raise HeaderError(f"undecodable header: {type(error).__name__}") from error
+
+
+# -- the header scan ------------------------------------------------------------------------------------------------
+# Why: ``dcmread(specific_tags=...)`` still runs pydicom's element generator in Python over every element before the
+# pixel data (~0.35 ms of the ~0.6 ms a 40 KB CT header cost; the values' conversion is the rest). The scan below
+# only steps over element headers with struct and stops after the last wanted tag; the wanted elements become
+# pydicom RawDataElements in a Dataset made as pydicom's ``read_dataset`` makes it, so every value is converted by
+# pydicom exactly as before (character sets, VRs, sequences). Anything the scan does not read -- a File Meta it
+# cannot follow, big endian or deflated data sets, an undefined length on a wanted element, an odd VR -- returns
+# None and pydicom reads the file as before. Tests compare both on pydicom's own test files.
+_LAST_WANTED = max(int(tag) for tag in HEADER_TAGS)
+_WANTED = frozenset(int(tag) for tag in HEADER_TAGS)
+_UNDEFINED = 0xFFFFFFFF
+_ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+_LONG_LENGTH_VRS = frozenset((b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT",
+                              b"UV"))
+_EXPLICIT_LITTLE_NOT_READ = frozenset(("1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2"))  # deflated, big endian
+_U16 = struct.Struct("<H")
+_U32 = struct.Struct("<L")
+_TAG = struct.Struct("<HH")
+_EXPLICIT_HEADER = struct.Struct("<HH2sH")  # group, element, VR, 16-bit length
+_IMPLICIT_HEADER = struct.Struct("<HHL")  # group, element, 32-bit length
+_MAX_DEPTH = 16
+
+
+def scan_header(file_bytes: bytes) -> Dataset | None:
+    """The wanted elements of a Part 10 file as a pydicom Dataset, or None when pydicom must read it."""
+    data = bytes(file_bytes)
+    if len(data) < 144 or data[128:132] != b"DICM" or data[132:138] != b"\x02\x00\x00\x00UL":
+        return None
+    start = 144 + _U32.unpack_from(data, 140)[0]
+    transfer_syntax = _meta_transfer_syntax(data, 144, start)
+    if transfer_syntax is None or transfer_syntax in _EXPLICIT_LITTLE_NOT_READ or start > len(data):
+        return None
+    implicit = transfer_syntax == ImplicitVRLittleEndian
+    found: dict[BaseTag, RawDataElement] = {}
+    position, end = start, len(data)
+    explicit_header, implicit_header = _EXPLICIT_HEADER.unpack_from, _IMPLICIT_HEADER.unpack_from
+    long_vrs, wanted, last = _LONG_LENGTH_VRS, _WANTED, _LAST_WANTED
+    while position + 8 <= end:
+        vr: str | None
+        if implicit:
+            group, element, length = implicit_header(data, position)
+            raw_vr, value_at = None, position + 8
+        else:
+            group, element, raw_vr, length = explicit_header(data, position)
+            value_at = position + 8
+            if raw_vr in long_vrs:
+                if position + 12 > end:
+                    return None
+                length, value_at = _U32.unpack_from(data, position + 8)[0], position + 12
+            elif not (raw_vr.isalpha() and raw_vr.isupper()):
+                return None
+        tag = group << 16 | element
+        if tag > last:
+            position = end  # read what was wanted
+            break
+        vr = None if raw_vr is None else raw_vr.decode()
+        if length == _UNDEFINED:
+            if tag in wanted:
+                return None
+            after = _skip_undefined(data, value_at, implicit or vr == "UN", 0)
+            if after is None:
+                return None
+            position = after
+            continue
+        if value_at + length > end:
+            return None
+        if tag in wanted:
+            key = BaseTag(tag)
+            found[key] = RawDataElement(key, vr, length, data[value_at:value_at + length], value_at, implicit, True,
+                                        True, False)
+        position = value_at + length
+    if position != end:
+        return None  # a truncated element header: pydicom says what it makes of that
+    ds = Dataset(found)
+    encoding: Any = default_encoding
+    charset = found.get(BaseTag(0x00080005))
+    if charset is not None:
+        encoding = convert_encodings(convert_raw_data_element(charset).value)
+    ds.set_original_encoding(implicit, True, encoding)
+    return ds
+
+
+def _meta_transfer_syntax(data: bytes, position: int, end: int) -> str | None:
+    """The Transfer Syntax UID (0002,0010) of an Explicit VR Little Endian File Meta group, or None."""
+    while position + 8 <= end:
+        header = _element_header(data, position, False)
+        if header is None or header[1] == _UNDEFINED:
+            return None
+        _, length, value_at = header
+        if _TAG.unpack_from(data, position) == (0x0002, 0x0010):
+            return bytes(data[value_at:value_at + length]).decode("ascii", "replace").rstrip("\x00 ")
+        position = value_at + length
+    return None
+
+
+def _element_header(data: bytes, position: int, implicit: bool) -> tuple[str | None, int, int] | None:
+    """(VR or None when implicit, value length, where the value starts), or None for a header it cannot read."""
+    if implicit:
+        return None, _U32.unpack_from(data, position + 4)[0], position + 8
+    vr = bytes(data[position + 4:position + 6])
+    if not (vr.isalpha() and vr.isupper()):
+        return None
+    if vr in _LONG_LENGTH_VRS:
+        if position + 12 > len(data):
+            return None
+        return vr.decode(), _U32.unpack_from(data, position + 8)[0], position + 12
+    return vr.decode(), _U16.unpack_from(data, position + 6)[0], position + 8
+
+
+def _skip_undefined(data: bytes, position: int, implicit: bool, depth: int) -> int | None:
+    """Where an undefined-length sequence starting at ``position`` (its first item) ends, or None."""
+    end = len(data)
+    while position + 8 <= end and depth < _MAX_DEPTH:
+        group, element = _TAG.unpack_from(data, position)
+        tag, length = group << 16 | element, _U32.unpack_from(data, position + 4)[0]
+        position += 8
+        if tag == _SEQUENCE_END:
+            return position
+        if tag != _ITEM:
+            return None
+        if length != _UNDEFINED:
+            position += length
+            continue
+        while True:  # an undefined-length item: its elements, up to the item delimiter
+            if position + 8 > end:
+                return None
+            group, element = _TAG.unpack_from(data, position)
+            if group << 16 | element == _ITEM_END:
+                position += 8
+                break
+            header = _element_header(data, position, implicit)
+            if header is None:
+                return None
+            vr, length, value_at = header
+            if length == _UNDEFINED:
+                after = _skip_undefined(data, value_at, implicit or vr == "UN", depth + 1)
+                if after is None:
+                    return None
+                position = after
+            else:
+                position = value_at + length
+    return None
 
 
 def header_from_dataset(ds: Dataset) -> InstanceHeader:
