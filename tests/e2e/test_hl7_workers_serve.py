@@ -85,3 +85,42 @@ def test_kill_9_of_the_whole_service_loses_no_acknowledged_order(tmp_path: Path,
     restarted.terminate(30)
     missing = set(acked) - stored_accessions(data_dir)
     assert not missing, f"{len(missing)} acknowledged orders lost, e.g. {sorted(missing)[:5]}"
+
+
+def _hl7_connections_by_pid(port: int, pids: list[int]) -> dict[int, int]:
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].split(":")[1], 16) == port and fields[3] == "01":
+            inodes.add(f"socket:[{fields[9]}]")
+    counts = {}
+    for pid in pids:
+        links = []
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                links.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+            except OSError:
+                continue
+        counts[pid] = sum(1 for link in links if link in inodes)
+    return counts
+
+
+def test_a_lone_connection_is_served_by_the_serving_process_and_the_next_by_the_worker(
+    tmp_path: Path, config_file: Path
+) -> None:
+    radsync = RadsyncProcess(tmp_path / "data", config=config_file)
+    radsync.start(60)
+    try:
+        assert radsync.process is not None
+        pids = [radsync.process.pid, *descendants(radsync.process.pid)]
+        with MLLPClient("127.0.0.1", radsync.hl7_port) as first:
+            assert ack_code(first.send_message(orm_new(1)))[0] == "AA"
+            by_pid = _hl7_connections_by_pid(radsync.hl7_port, pids)
+            assert by_pid[radsync.process.pid] == 1 and sum(by_pid.values()) == 1, by_pid
+            with MLLPClient("127.0.0.1", radsync.hl7_port) as second:
+                assert ack_code(second.send_message(orm_new(2)))[0] == "AA"
+                by_pid = _hl7_connections_by_pid(radsync.hl7_port, pids)
+                assert by_pid[radsync.process.pid] == 1 and sum(by_pid.values()) == 2, by_pid
+    finally:
+        assert radsync.terminate(30) == 0
+    assert stored_accessions(tmp_path / "data") == {"A000001", "A000002"}

@@ -89,6 +89,11 @@ class WorkerPool:
         return [p.pid for p in self._processes if p.pid is not None]
 
     @property
+    def listener(self) -> socket.socket | None:
+        """The shared listening socket (while started), for a listener of the serving process itself."""
+        return self._listener
+
+    @property
     def accepting(self) -> list[int]:
         """The workers that reported ready (a restarted one joins once it accepts)."""
         return [pid for pid in self.pids if pid in self._accepting]

@@ -257,11 +257,8 @@ def test_a_commit_in_a_worker_that_queues_outbox_messages_wakes_the_serving_proc
         pool.close()
 
 
-def test_auto_is_one_process_on_sqlite_and_two_on_postgresql(tmp_path: Path) -> None:
-    sqlite = load_settings(None, {"data_dir": tmp_path})
-    assert process_count(sqlite) == 1
-    postgres = load_settings(None, {"data_dir": tmp_path, "database_url": "postgresql+psycopg://u@h/db"})
-    assert process_count(postgres) == min(2, os.cpu_count() or 1)
+def test_auto_is_two_processes_at_most_one_per_cpu(tmp_path: Path) -> None:
+    assert process_count(load_settings(None, {"data_dir": tmp_path})) == min(2, os.cpu_count() or 1)
     assert process_count(load_settings(None, {"data_dir": tmp_path, "hl7_processes": 3})) == 3
 
 

@@ -2,11 +2,11 @@
 
 Why processes: in one process the intake costs ~570 µs of GIL-held CPU per ORM^O01 with 8 connections (the
 event loop's MLLP framing and mapping ~230 µs, the writer thread's statements and group commit ~270 µs), so it
-tops out near one core however many senders there are. Each worker here is a complete intake (``Hl7Intake``, its
-writer thread and group commit, behind ``Hl7Server``'s connection handling) accepting from the one listening
-socket the serving process made (``adapters.workers.WorkerPool``, shared with the DICOM workers). Everything the
-in-process listener guarantees still holds, because every guarantee lives in the database transaction, not in
-the process:
+tops out near one core however many senders there are. ``hl7_processes = N`` makes N receiving processes: the
+serving process and N - 1 workers (``SharedHl7``), each a complete intake (``Hl7Intake``, its writer thread and
+group commit, behind ``Hl7Server``'s connection handling) accepting from the one listening socket the serving
+process made (``adapters.workers.WorkerPool``, shared with the DICOM workers). Everything the in-process
+listener guarantees still holds, because every guarantee lives in the database transaction, not in the process:
 
 - an ACK leaves only after its message and effects are committed (each worker's own group commit);
 - a connection is accepted by exactly one worker, which answers its messages in order;
@@ -18,13 +18,15 @@ the process:
 - SIGTERM: a worker stops accepting, takes no new message, waits until every message it already took is
   committed and answered, then closes its connections (``_Draining``).
 
-Which worker accepts: every worker waits for the listening socket to become readable; a worker then waits
+Which process accepts: every one waits for the listening socket to become readable, then waits
 ``ACCEPT_DELAY_PER_CONNECTION`` per connection it already serves before it calls ``accept``, so the least busy one
-takes the connection (the others get EAGAIN and wait again). asyncio's own ``create_server`` accepts up to 100
-pending connections at once in whichever process wakes first, which would leave one worker with all of them.
+takes the connection (the others get EAGAIN and wait again); a worker counts half a connection more, so a lone
+connection is served by the serving process, as with one process (a spawned worker measured 2-5 % slower per
+message on one connection, cause not found). asyncio's own ``create_server`` accepts up to 100 pending
+connections at once in whichever process wakes first, which would leave one process with all of them.
 
-Count (``hl7_processes``): 1 = the in-process listener (the serving process runs the intake); 0 = auto, chosen
-by measurement (docs/hl7.md, "Receiving processes").
+Count (``hl7_processes``): 1 = the in-process listener only; 0 = auto = min(2, CPU count), chosen by measurement
+(docs/hl7.md, "Receiving processes").
 """
 
 from __future__ import annotations
@@ -38,17 +40,18 @@ import signal
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from hl7.mllp import HL7StreamReader, HL7StreamWriter
 from hl7.mllp.streams import HL7StreamProtocol
-from sqlalchemy import Connection, text
+from sqlalchemy import Engine, event
 
 from radsync.adapters.hl7.inbound import prepare
 from radsync.adapters.hl7.intake import Hl7Intake, IntakeClosed
 from radsync.adapters.hl7.server import Hl7Server, _ObservedReader
-from radsync.adapters.persistence.engine import is_sqlite, writer_lock
+from radsync.adapters.persistence.engine import writer_lock
 from radsync.adapters.workers import WorkerPool, notifier, orphaned, prepare_worker
 from radsync.clock import utc_now
 from radsync.config import Settings
@@ -60,8 +63,9 @@ log = logging.getLogger(__name__)
 
 ACCEPT_DELAY_PER_CONNECTION = 0.002
 RECENT_ACCEPT_SECONDS = 0.1
+WORKER_ACCEPT_HANDICAP = 0.5  # a worker process defers (1 ms) to the serving process when as busy
 DRAIN_SECONDS = 5.0  # a stopping worker's wait for the messages it took (the supervisor kills after 10 s)
-AUTO_PROCESSES_POSTGRESQL = 2  # hl7_processes = 0 on PostgreSQL; why: docs/hl7.md, "Receiving processes"
+AUTO_PROCESSES = 2  # hl7_processes = 0 means min(2, CPU count); why: docs/hl7.md, "Receiving processes"
 
 
 class Hl7Listener(Protocol):
@@ -71,13 +75,11 @@ class Hl7Listener(Protocol):
 
 
 def process_count(settings: Settings) -> int:
-    """The number of HL7 receiving processes: ``hl7_processes``, or when 0: 1 on SQLite, min(2, CPU count) on
-    PostgreSQL (measured: docs/hl7.md, "Receiving processes")."""
+    """The number of HL7 receiving processes: ``hl7_processes``, or min(2, CPU count) when 0 (measured:
+    docs/hl7.md, "Receiving processes")."""
     if settings.hl7_processes:
         return settings.hl7_processes
-    if is_sqlite(settings.effective_database_url):
-        return 1
-    return max(1, min(AUTO_PROCESSES_POSTGRESQL, os.cpu_count() or 1))
+    return max(1, min(AUTO_PROCESSES, os.cpu_count() or 1))
 
 
 def hl7_listener(settings: Settings, container: Container) -> Hl7Listener:
@@ -85,7 +87,7 @@ def hl7_listener(settings: Settings, container: Container) -> Hl7Listener:
     count = process_count(settings)
     if count == 1:
         return InProcessHl7(settings, container)
-    return _Supervised(Hl7Workers(settings, count, notify=container.outbox.notify))
+    return SharedHl7(settings, container, count)
 
 
 class InProcessHl7:
@@ -115,16 +117,43 @@ class Hl7Workers(WorkerPool):
         super().__init__(settings, count, protocol="HL7", port_setting="hl7_port", target=run_worker, notify=notify)
 
 
-class _Supervised:
-    """``Hl7Workers`` behind the listener interface ``run_service`` awaits."""
+class SharedHl7:
+    """``count`` receiving processes: the serving process itself and ``count - 1`` workers, on one listening socket.
 
-    def __init__(self, workers: Hl7Workers) -> None:
-        self.workers = workers
+    The serving process accepts too, and first when it is as busy as a worker (a worker waits
+    ``WORKER_ACCEPT_HANDICAP`` longer): a lone connection is then served exactly as with one process (a spawned
+    worker measured 2-5 % slower per message on one connection), and the connections that follow are spread.
+    """
+
+    def __init__(self, settings: Settings, container: Container, count: int) -> None:
+        self._settings = settings
+        self.workers = Hl7Workers(settings, count - 1, notify=container.outbox.notify)
+        self.intake = WorkerIntake(settings, container.engines, container.orders, utc_now, outbound=container.outbound)
+        self._draining: _Draining | None = None
+        self._server: SharedListenerHl7Server | None = None
 
     async def start(self) -> int:
-        return await asyncio.to_thread(self.workers.start)
+        port = await asyncio.to_thread(self.workers.start)
+        self.intake.start()
+        try:
+            listener = self.workers.listener
+            assert listener is not None
+            self._draining = _Draining(self.intake)
+            self._server = SharedListenerHl7Server(self._draining, listener,  # type: ignore[arg-type]
+                                                   self._settings.hl7_max_message_bytes)
+            await self._server.start()
+        except BaseException:
+            await asyncio.to_thread(self.intake.stop)
+            await asyncio.to_thread(self.workers.stop)
+            raise
+        return port
 
     async def stop(self) -> None:
+        if self._server is not None and self._draining is not None:
+            self._server.close_listener()
+            await self._draining.drain(DRAIN_SECONDS)
+            await self._server.stop()
+        await asyncio.to_thread(self.intake.stop)
         await asyncio.to_thread(self.workers.stop)
 
 
@@ -146,7 +175,8 @@ async def _serve(settings: Settings, supervisor_pid: int, ready: Any, listener: 
         container = build_container(settings, outbox_notify=notifier(wake) if wake is not None else None)
         intake = WorkerIntake(settings, container.engines, container.orders, utc_now, outbound=container.outbound)
         draining = _Draining(intake)
-        server = SharedListenerHl7Server(draining, listener, settings.hl7_max_message_bytes)  # type: ignore[arg-type]
+        server = SharedListenerHl7Server(draining, listener, settings.hl7_max_message_bytes,  # type: ignore[arg-type]
+                                         handicap=WORKER_ACCEPT_HANDICAP)
         intake.start()
         await server.start()
     except BaseException as error:
@@ -168,20 +198,23 @@ async def _serve(settings: Settings, supervisor_pid: int, ready: Any, listener: 
 
 
 class WorkerIntake(Hl7Intake):
-    """The intake of a worker process: the same writer, with the two things several writer processes need.
+    """The intake of one of several receiving processes: the same writer, with what several writers need.
 
     - SQLite: each batch is collected once the cross-process writer lock is held (persistence/engine.py,
       ``writer_lock``). The plain intake takes its batch and then begins; with other processes writing, that
       BEGIN waits, and the messages arriving meanwhile wait for the next transaction: batches fell to one or two
-      messages, each paying a commit. Topped up under the lock they hold what the worker's connections sent.
-    - PostgreSQL: before the batch's transaction, a session-level advisory lock per (sender, control ID) of the
-      batch, taken in key order on a connection of its own and released after the commit, so a duplicate being
-      written by another process waits for that commit and is then found by the dedup lookup (which runs in the
-      transaction, under READ COMMITTED). SQLite needs none: its writers are serialized anyway.
+      messages, each paying a commit. Topped up under the lock they hold what the process's connections sent.
+    - PostgreSQL: each transaction of a batch begins by taking a transaction-level advisory lock per
+      (sender, control ID) of the batch, all in one statement and in key order (so two batches cannot deadlock);
+      a duplicate being written by another process then waits for that commit and is found by the dedup lookup,
+      which runs in the transaction under READ COMMITTED. SQLite needs none: its writers are serialized anyway.
     """
 
     _nested = False  # inside our own _process: the redo of a batch or its one-by-one retries
-    _locks: Connection | None = None  # PostgreSQL: the connection holding the advisory locks
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _take_dedup_locks_on_begin(self._engines.write)
 
     def _process(self, batch: list[Any], *, optimistic: bool = True) -> Any:
         if self._nested:
@@ -191,12 +224,12 @@ class WorkerIntake(Hl7Intake):
             if threading.current_thread() is self._thread:  # only the writer's own batches take more
                 stop = self._top_up(batch)
             self._nested = True
+            _dedup_keys.keys = sorted({key for item in batch if (key := self._dedup_key(item)) is not None})
             try:
-                self._lock_control_ids(batch)
                 return super()._process(batch, optimistic=optimistic)
             finally:
+                _dedup_keys.keys = None
                 self._nested = False
-                self._unlock_control_ids()
                 if stop:
                     self._queue.put(None)
 
@@ -212,37 +245,9 @@ class WorkerIntake(Hl7Intake):
             batch.append(item)
         return False
 
-    def _lock_control_ids(self, batch: list[Any]) -> None:
-        if self._engines.write.dialect.name != "postgresql":
-            return
-        keys = sorted({key for item in batch if (key := self._dedup_key(item)) is not None})
-        if not keys:
-            return
-        try:
-            if self._locks is None or self._locks.closed:
-                self._locks = self._engines.write.connect().execution_options(isolation_level="AUTOCOMMIT")
-            self._locks.execute(_ADVISORY_LOCK, {"keys": keys})
-        except Exception:
-            log.warning("HL7 dedup locks not taken; the batch goes on without them", exc_info=True)
-            self._drop_locks()
-
-    def _unlock_control_ids(self) -> None:
-        if self._locks is not None and not self._locks.closed:
-            try:
-                self._locks.execute(_ADVISORY_UNLOCK)
-            except Exception:
-                self._drop_locks()  # closing the session releases its locks
-
-    def _drop_locks(self) -> None:
-        locks, self._locks = self._locks, None
-        if locks is not None:
-            try:
-                locks.invalidate()
-                locks.close()
-            except Exception:
-                log.debug("closing the HL7 dedup lock connection failed", exc_info=True)
-
     def _dedup_key(self, item: Any) -> int | None:
+        if self._engines.write.dialect.name != "postgresql":
+            return None
         if item.prepared is None:  # a large message, decoded here as the writer would
             try:
                 item.prepared = prepare(item.raw, self._context)
@@ -255,14 +260,26 @@ class WorkerIntake(Hl7Intake):
         name = f"{header.sender[:200]}\x00{header.control_id[:200]}".encode()
         return int.from_bytes(hashlib.blake2b(name, digest_size=8).digest(), "big", signed=True)
 
-    def stop(self, timeout: float = 30.0) -> None:
-        super().stop(timeout)
-        self._drop_locks()
+
+_dedup_keys = threading.local()  # the keys of the batch this thread is writing (PostgreSQL), else None
+_locking_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
 
 
-# keys sorted and unique: every process takes them in the same order, so two batches cannot deadlock
-_ADVISORY_LOCK = text("SELECT count(pg_advisory_lock(k)) FROM unnest(CAST(:keys AS bigint[])) AS k")
-_ADVISORY_UNLOCK = text("SELECT pg_advisory_unlock_all()")
+def _take_dedup_locks_on_begin(engine: Engine) -> None:
+    """On PostgreSQL, begin every transaction of a WorkerIntake batch with its advisory locks (one round trip)."""
+    if engine.dialect.name != "postgresql" or engine in _locking_engines:
+        return
+    _locking_engines.add(engine)
+
+    @event.listens_for(engine, "begin")
+    def _lock(connection: Any) -> None:
+        keys = getattr(_dedup_keys, "keys", None)
+        if keys:
+            cursor = connection.connection.dbapi_connection.cursor()
+            try:
+                cursor.execute("SELECT count(pg_advisory_xact_lock(k)) FROM unnest(%s::bigint[]) AS k", (keys,))
+            finally:
+                cursor.close()
 
 
 class _Draining:
@@ -309,10 +326,12 @@ class SharedListenerHl7Server(Hl7Server):
     Only ``start`` differs: the connections are served by ``Hl7Server`` itself (same framing, refusals, ACKs).
     """
 
-    def __init__(self, intake: Hl7Intake, listener: socket.socket, max_message_bytes: int) -> None:
+    def __init__(self, intake: Hl7Intake, listener: socket.socket, max_message_bytes: int, *,
+                 handicap: float = 0.0) -> None:
         host, port = listener.getsockname()[:2]
         super().__init__(intake, host, port, max_message_bytes)
         self._listener = listener
+        self._handicap = handicap  # connections counted on top of the real ones when deciding to accept
         self._acceptor: _Acceptor | None = None
 
     async def start(self) -> int:
@@ -326,7 +345,7 @@ class SharedListenerHl7Server(Hl7Server):
         def protocol() -> HL7StreamProtocol:  # as Hl7Server.start builds it
             return HL7StreamProtocol(_ObservedReader(limit=self._limit, loop=loop), connected, loop=loop)
 
-        self._acceptor = _Acceptor(self._listener, protocol, lambda: len(self._connections))
+        self._acceptor = _Acceptor(self._listener, protocol, lambda: len(self._connections) + self._handicap)
         self._server = self._acceptor  # type: ignore[assignment]  # what Hl7Server.stop closes and awaits
         port = int(self._listener.getsockname()[1])
         log.info("HL7 MLLP worker accepting on %s:%d", self._host, port)
@@ -344,7 +363,8 @@ class _Acceptor:
     and for restarts.
     """
 
-    def __init__(self, listener: socket.socket, protocol: Callable[[], asyncio.Protocol], busy: Callable[[], int]):
+    def __init__(self, listener: socket.socket, protocol: Callable[[], asyncio.Protocol],
+                 busy: Callable[[], float]):
         self._listener = listener
         self._protocol = protocol
         self._busy = busy
