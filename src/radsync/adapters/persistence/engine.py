@@ -3,7 +3,10 @@
 SQLite: WAL so readers (MWL queries) never wait for the writer, synchronous=FULL so an acknowledged message
 survives power loss, and BEGIN IMMEDIATE on the write engine so two writers never deadlock on a lock upgrade.
 pysqlite's own transaction handling is switched off (SQLAlchemy's documented recipe) so SAVEPOINTs work, which
-the HL7 group commit needs (one savepoint per message inside one transaction).
+the HL7 group commit needs (one savepoint per message inside one transaction). The WAL is checkpointed every
+4,000 pages (16 MiB) instead of SQLite's 1,000: a new order appends ~33 pages, so the default ran a checkpoint
+(DB writes + fsync, ~1.5 ms) inside every ~30th commit; measured in one A/B run, +3.5 % msg/s on one MLLP
+connection and +5 % on eight (README, HL7 ingest round 3).
 
 Writers in several processes (HL7 and DICOM workers, adapters/workers.py) queue for SQLite's one write lock. SQLite's
 busy handler retries a locked BEGIN IMMEDIATE after sleeping 1, 2, 5, 10, ... ms, so a waiter wakes up to
@@ -42,6 +45,9 @@ class Engines:
             self.read.dispose()
 
 
+WAL_AUTOCHECKPOINT_PAGES = 4000
+
+
 def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
@@ -73,6 +79,7 @@ def _sqlite_engine(url: str, *, begin: str, synchronous: str, write_lock: str | 
         cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
         cursor.close()
 
     if write_lock is not None:
