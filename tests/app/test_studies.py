@@ -58,7 +58,9 @@ def test_later_instances_follow_the_study_without_a_new_decision(hub: Hub) -> No
     assert (view.summary.series_count, view.summary.instance_count, len(view.history)) == (1, 4, 1)
 
 
-def test_a_known_series_instance_costs_three_statements(hub: Hub) -> None:
+def test_a_known_series_instance_costs_three_statements(hub: Hub, monkeypatch: pytest.MonkeyPatch) -> None:
+    from radsync.adapters.persistence import fast_sql
+
     hub.place("A1", study_uid="1.2.3.100")
     hub.store(instance("1.2.3.100"))
     statements: list[str] = []
@@ -67,6 +69,13 @@ def test_a_known_series_instance_costs_three_statements(hub: Hub) -> None:
         if not statement.startswith(("BEGIN", "SAVEPOINT", "RELEASE")):
             statements.append(statement.split()[0])
 
+    rows = fast_sql.rows
+
+    def counted_rows(conn, statement, params):  # type: ignore[no-untyped-def]  # the DBAPI fast path skips events
+        statements.append(str(statement.compile(dialect=conn.dialect)).split()[0])
+        return rows(conn, statement, params)
+
+    monkeypatch.setattr(fast_sql, "rows", counted_rows)
     event.listen(hub.engines.write, "before_cursor_execute", count)
     try:
         hub.store(instance("1.2.3.100"))
