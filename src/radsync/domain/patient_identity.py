@@ -82,24 +82,23 @@ def plan_merge(prior_id: PatientId, survivor_id: PatientId, prior: Resolved, sur
 
 
 # Fields that are not demographics: the identifier is audited as such, the source time is bookkeeping.
-_NOT_DEMOGRAPHIC = frozenset({"id", "source_time"})
+_DEMOGRAPHICS = tuple(f.name for f in fields(Patient) if f.name not in {"id", "source_time"})
 
 
 def demographic_changes(old: Patient | None, new: Patient) -> tuple[dict[str, object], dict[str, object]]:
-    """The fields that differ, as (old values, new values) in JSON-ready form, for the patient history."""
+    """The fields that differ, as (old values, new values) in JSON-ready form, for the patient history.
+
+    For a new patient (``old`` None) only what the message stated: the fields that differ from an empty record.
+    """
     before: dict[str, object] = {}
     after: dict[str, object] = {}
-    for f in fields(Patient):
-        if f.name in _NOT_DEMOGRAPHIC:
+    reference = old if old is not None else Patient(id=new.id)
+    for name in _DEMOGRAPHICS:
+        now = getattr(new, name)
+        if getattr(reference, name) == now:
             continue
-        was = getattr(old, f.name) if old is not None else None
-        now = getattr(new, f.name)
-        if old is not None and was == now:
-            continue
-        if old is None and now == getattr(Patient(id=new.id), f.name):
-            continue  # a new patient: only what the message stated
-        before[f.name] = shown(was)
-        after[f.name] = shown(now)
+        before[name] = shown(getattr(old, name)) if old is not None else None
+        after[name] = shown(now)
     return before, after
 
 

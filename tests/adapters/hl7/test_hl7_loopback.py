@@ -7,6 +7,7 @@ listener, charsets that arrive intact (ARCHITECTURE invariants 2, 3, 8; FIELD-NO
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import itertools
 import socket
 import subprocess
@@ -360,3 +361,17 @@ def test_the_mllp_send_console_script(sqlite_hub: Hub, tmp_path: Path) -> None:
                             capture_output=True, timeout=30, check=True)
     assert result.stdout.count(b"MSA|AA|") == 2
     assert sqlite_hub.scalar("SELECT count(*) FROM message_log") == 2
+
+
+def test_ack_timestamps_follow_the_clock_second_by_second(sqlite_engines: Engines) -> None:
+    """MSH-7 of the ACK is kept per second (intake._timestamp): the same within a second, the next one after."""
+    ticks = iter([
+        dt.datetime(2026, 1, 5, 11, 0, 59, 100),
+        dt.datetime(2026, 1, 5, 11, 0, 59, 999_000),
+        dt.datetime(2026, 1, 5, 11, 1, 0, 0),
+        dt.datetime(2026, 7, 5, 11, 1, 0, 0),  # summer time: the offset follows the instant, not the cache
+    ])
+    service = OrderService(StationDirectory([]), lambda: "2.25.1")
+    intake = Hl7Intake(Settings(timezone="Europe/Berlin"), sqlite_engines, service, lambda: next(ticks))
+    stamps = [intake.ack_timestamp() for _ in range(4)]
+    assert stamps == ["20260105120059+0100", "20260105120059+0100", "20260105120100+0100", "20260705130100+0200"]
