@@ -214,3 +214,30 @@ def test_the_waiting_dul_serves_each_message_at_once_and_releases_promptly() -> 
     gc.collect()
     with pytest.raises(OSError):
         os.fstat(wake)  # the wake-up pipe is closed once the association is gone
+
+
+def test_the_pdu_read_returns_what_pynetdicoms_returns() -> None:
+    """All ``nr_bytes`` across several segments, or what arrived before the peer closed."""
+    import socket
+    import threading
+    from types import SimpleNamespace
+
+    from radsync.adapters.dicom.dimse import _recv_into_one_buffer
+
+    ours, theirs = socket.socketpair()
+    payload = bytes(range(256)) * 1024  # 256 KiB, more than one socket buffer
+
+    def send() -> None:
+        theirs.sendall(payload[:100_000])
+        theirs.sendall(payload[100_000:])
+        theirs.sendall(b"tail")
+        theirs.close()
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    transport = SimpleNamespace(socket=ours)
+    assert _recv_into_one_buffer(transport, len(payload)) == payload  # type: ignore[arg-type]
+    assert _recv_into_one_buffer(transport, 10) == b"tail"  # type: ignore[arg-type]
+    assert isinstance(_recv_into_one_buffer(transport, 6), bytearray)  # type: ignore[arg-type]
+    sender.join(2)
+    ours.close()
