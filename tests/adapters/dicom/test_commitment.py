@@ -23,6 +23,7 @@ from tests.conftest import free_port
 from radsync.adapters.dicom.commitment import (
     ALL_COMMITTED,
     COMMITMENT_INSTANCE_UID,
+    REPORT_ANSWER_SECONDS,
     SOME_FAILED,
     CommitmentChecker,
     ReportDelivery,
@@ -189,7 +190,9 @@ def test_an_unknown_requester_that_has_released_gets_no_report_and_nothing_break
     requester = Requester(port)
     assert int(requester.assoc.send_c_store(stored).Status) == NStatus.SUCCESS
     assert requester.request((CTImageStorage, stored.SOPInstanceUID))[0] == NStatus.SUCCESS
-    requester.assoc.release()
+    started = time.monotonic()
+    requester.assoc.release()  # a report racing the release is not answered: it must not hold the release long
+    assert time.monotonic() - started < REPORT_ANSWER_SECONDS + 3
     again = Requester(port)  # the SCP still serves; a new request on a kept association is answered
     try:
         assert again.request((CTImageStorage, stored.SOPInstanceUID))[0] == NStatus.SUCCESS

@@ -11,8 +11,9 @@ SOP Class. Failure reasons (J.3.3.1.1.1): 0x0112 no such object instance (unknow
 0x0119 class/instance conflict (stored under another SOP Class), 0x0110 processing failure (unreadable).
 
 Delivery (J.3.3, J.6): the report goes on the same association once the N-ACTION response has left (the sending
-thread waits until the N-ACTION response is queued for the wire: dimse.FindResponseProvider.wait_until_answered). If the
-requester has released the association by then (many modalities release at once and listen for the report), radsync
+thread waits until the N-ACTION response is queued for the wire: dimse.FindResponseProvider.wait_until_answered), and
+waits at most ``REPORT_ANSWER_SECONDS`` for its answer there: a requester releasing right after the response never
+answers, and its release waits as long as the report does. If the requester has released (or is releasing) by then (many modalities release at once and listen for the report), radsync
 opens a new association to it -- its address comes from ``[[dicom_destinations]]`` by AE title -- proposing the SCP
 role for Storage Commitment (J.3.3, PS3.7 D.3.3.4), and tries a few times with backoff. A requester with no
 configured address, or one that stays unreachable, is logged as undelivered; the modality then asks again, as
@@ -33,6 +34,7 @@ from pydicom.dataset import Dataset
 from pydicom.filereader import read_file_meta_info
 from pydicom.sequence import Sequence
 from pynetdicom import AE, build_role, evt
+from pynetdicom.pdu_primitives import A_RELEASE
 from pynetdicom.sop_class import StorageCommitmentPushModel  # type: ignore[attr-defined]
 from sqlalchemy import Engine
 
@@ -50,6 +52,10 @@ REQUEST_COMMITMENT = 1  # N-ACTION Action Type ID (J.3.2.1)
 ALL_COMMITTED = 1  # N-EVENT-REPORT Event Type ID: storage commitment request successful (J.3.3.1)
 SOME_FAILED = 2  # ... complete, failures exist
 RESPONSE_WAIT_SECONDS = 10.0  # how long a report waits for its N-ACTION response to be queued (normally < 1 ms)
+# How long a report on the requester's own association waits for its answer. A listening requester answers at
+# once; one that released right after the N-ACTION response ignores the report, and the association (its release
+# included) is held while radsync waits, so the wait is short and the report then goes on a new association.
+REPORT_ANSWER_SECONDS = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +138,7 @@ class ReportDelivery:
         wait = getattr(getattr(assoc, "dimse", None), "wait_until_answered", None)
         if after_response is not None and callable(wait):
             wait("N_ACTION", after_response[0], after_response[1], RESPONSE_WAIT_SECONDS)
-        if assoc.is_established and _send(assoc, event_type, report):
+        if assoc.is_established and not _releasing(assoc) and _send(assoc, event_type, report, REPORT_ANSWER_SECONDS):
             return True
         requester = str(assoc.requestor.ae_title).strip()
         address = self._addresses.get(requester)
@@ -206,8 +212,19 @@ class CommitmentHandler:
         return int(NStatus.SUCCESS), None
 
 
-def _send(assoc: Any, event_type: int, report: Dataset) -> bool:
-    """Send the N-EVENT-REPORT once the N-ACTION response is out (``send_n_event_report`` waits for that)."""
+def _releasing(assoc: Any) -> bool:
+    """The requester has asked to release (an A-RELEASE waits, unread, in the association's queue): a report
+    sent now would go unanswered. Peeked, not taken: the association's own reactor answers the release."""
+    peek = getattr(getattr(assoc, "dul", None), "peek_next_pdu", None)
+    return callable(peek) and isinstance(peek(), A_RELEASE)
+
+
+def _send(assoc: Any, event_type: int, report: Dataset, answer_seconds: float | None = None) -> bool:
+    """Send the N-EVENT-REPORT and wait for its answer (``answer_seconds``: at most that long, else the
+    association's DIMSE timeout)."""
+    kept = assoc.dimse_timeout
+    if answer_seconds is not None:
+        assoc.dimse_timeout = answer_seconds
     try:
         status, _ = assoc.send_n_event_report(
             report, event_type, StorageCommitmentPushModel, COMMITMENT_INSTANCE_UID
@@ -215,6 +232,8 @@ def _send(assoc: Any, event_type: int, report: Dataset) -> bool:
     except Exception:
         log.exception("storage commitment %s: sending the report failed", report.TransactionUID)
         return False
+    finally:
+        assoc.dimse_timeout = kept
     if "Status" not in status:  # no answer: the association was aborted or timed out
         return False
     if status.Status != 0:
