@@ -4,6 +4,7 @@ a killed worker replaced, a clean stop, and the outbox woken from a worker."""
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import threading
@@ -92,6 +93,41 @@ def spread_clients(pool: Pool, count: int) -> tuple[list[MLLPClient], dict[int, 
     return clients, connections(pool)
 
 
+def one_per_worker(pool: Pool, connect: Any) -> list[Any]:
+    """A connection on each worker: connect until every worker has one, then close the extras (which process
+    accepts is a 2 ms race that a busy machine can lose). Nothing closes meanwhile, so counts only grow."""
+    kept: dict[int, Any] = {}
+    extras = []
+    before = connections(pool)
+    for _ in range(20):
+        conn = connect()
+        seen = sum(before.values())
+        now = wait_for(functools.partial(_grown, pool, seen), timeout=10)
+        taker = next(pid for pid in now if now[pid] > before.get(pid, 0))
+        before = now
+        if taker not in kept:
+            kept[taker] = conn
+        else:
+            extras.append(conn)
+        if len(kept) == len(pool.workers.pids):
+            break
+    for conn in extras:
+        conn.close()
+    assert len(kept) == len(pool.workers.pids), "every worker accepts"
+    return list(kept.values())
+
+
+def _grown(pool: Pool, seen: int) -> dict[int, int] | None:
+    counts = connections(pool)
+    return counts if sum(counts.values()) > seen else None
+
+
+def _pinged_client(pool: Pool) -> MLLPClient:
+    client = MLLPClient("127.0.0.1", pool.port)
+    client.send_message(orm_new(999_999, control_id=f"PING-{time.monotonic_ns()}"))  # answered: accepted
+    return client
+
+
 def _send_all(client: MLLPClient, numbers: range, acks: list[tuple[int, str]]) -> None:
     for n in numbers:
         code, control = msa(client.send_message(orm_new(n)))
@@ -146,9 +182,8 @@ def _at_once(clients: list[MLLPClient], message: str) -> list[bytes]:
 
 
 def test_the_same_control_id_on_two_connections_at_once_is_processed_once(pool: Pool) -> None:
-    clients, served = spread_clients(pool, 2)
+    clients = one_per_worker(pool, lambda: _pinged_client(pool))  # one connection in each process
     try:
-        assert sorted(served.values()) == [1, 1], served  # one connection in each process
         assert msa(clients[0].send_message(orm_new(777)))[0] == "AA"
         answers = [_at_once(clients, a08(k)) for k in range(15)]
         answers += [_at_once(clients, orm_new(500 + k, control_id=f"DUPORM{k:03d}")) for k in range(10)]
@@ -190,9 +225,8 @@ def test_a_worker_killed_mid_stream_is_replaced_and_acked_messages_are_kept(pool
     stored = {int(a[1:]) for a in _accessions(pool)}
     assert set(acked) <= stored, f"{len(set(acked) - stored)} acknowledged orders lost"
     after: list[tuple[int, str]] = []
-    clients, served = spread_clients(pool, 2)  # the survivor and the replacement both accept
+    clients = one_per_worker(pool, lambda: _pinged_client(pool))  # the survivor and the replacement both accept
     try:
-        assert min(served.values()) >= 1, served
         for i, client in enumerate(clients):
             _send_all(client, range(90_000 + i * 100, 90_000 + i * 100 + 5), after)
     finally:
@@ -266,12 +300,9 @@ def test_malformed_input_never_stops_a_worker(pool: Pool) -> None:
     import socket
 
     pids = pool.workers.pids
-    raws = []
+
+    raws = one_per_worker(pool, lambda: socket.create_connection(("127.0.0.1", pool.port), timeout=10))
     try:
-        for _ in range(2):
-            raws.append(socket.create_connection(("127.0.0.1", pool.port), timeout=10))
-            time.sleep(0.2)
-        assert sorted(connections(pool).values()) == [1, 1]  # one bad sender on each worker
         for n, raw in enumerate(raws):
             raw.sendall(b"\x0bnot hl7 at all\x1c\r")  # no MSH: dropped, the connection stays
             raw.sendall(b"MSH|^~\\&|X|Y|Z|W|20240611||ORM^O01|UNFRAMED|P|2.3.1\r\x1c\r")  # no <VT>: AR
