@@ -36,7 +36,8 @@ def image(path: Path, *, patient: str, name: str, accession: str, study: str) ->
 def test_serve_forwards_reconciled_studies_only_and_survives_a_kill(tmp_path: Path, database_url: str) -> None:
     pacs_port, out = free_port(), tmp_path / "pacs"
     config = tmp_path / "radsync.toml"
-    config.write_text(
+    config.write_text(  # two DICOM receiving processes: the forwarding entry is queued by a worker
+        'dicom_processes = 2\n'
         f'[[dicom_destinations]]\nae_title = "PACS"\nhost = "127.0.0.1"\nport = {pacs_port}\nforward = true\n'
         "connect_timeout = 1.0\nbackoff_initial = 0.2\nbackoff_max = 0.5\n"
     )
