@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from hl7.mllp import HL7StreamReader, HL7StreamWriter, InvalidBlockError
@@ -66,20 +67,24 @@ class Hl7Server:
 
     async def start(self) -> int:
         loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(self.protocol_factory(loop), self._host, self._port)
+        bound = self._server.sockets[0].getsockname()[1]
+        log.info("HL7 MLLP listening on %s:%d", self._host, bound)
+        return int(bound)
+
+    def protocol_factory(self, loop: asyncio.AbstractEventLoop) -> Callable[[], HL7StreamProtocol]:
+        """What hl7.mllp.start_hl7_server builds, with the observing reader in place of HL7StreamReader; each
+        connection is served by ``_serve`` (also for listeners that accept by other means, hl7/workers.py)."""
 
         def connected(reader: HL7StreamReader, writer: HL7StreamWriter) -> None:
             task = loop.create_task(self._serve(reader, writer))
             self._connections.add(task)
             task.add_done_callback(self._connections.discard)
 
-        # What hl7.mllp.start_hl7_server does, with the observing reader in place of HL7StreamReader.
         def protocol() -> HL7StreamProtocol:
             return HL7StreamProtocol(_ObservedReader(limit=self._limit, loop=loop), connected, loop=loop)
 
-        self._server = await loop.create_server(protocol, self._host, self._port)
-        bound = self._server.sockets[0].getsockname()[1]
-        log.info("HL7 MLLP listening on %s:%d", self._host, bound)
-        return int(bound)
+        return protocol
 
     async def stop(self) -> None:
         """Stop accepting, end open connections (their in-flight messages still commit; resends dedupe)."""

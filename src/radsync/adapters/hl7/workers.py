@@ -44,13 +44,11 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from hl7.mllp import HL7StreamReader, HL7StreamWriter
-from hl7.mllp.streams import HL7StreamProtocol
 from sqlalchemy import Engine, event
 
 from radsync.adapters.hl7.inbound import prepare
 from radsync.adapters.hl7.intake import Hl7Intake, IntakeClosed
-from radsync.adapters.hl7.server import Hl7Server, _ObservedReader
+from radsync.adapters.hl7.server import Hl7Server
 from radsync.adapters.persistence.engine import writer_lock
 from radsync.adapters.workers import WorkerPool, notifier, orphaned, prepare_worker
 from radsync.clock import utc_now
@@ -336,15 +334,7 @@ class SharedListenerHl7Server(Hl7Server):
 
     async def start(self) -> int:
         loop = asyncio.get_running_loop()
-
-        def connected(reader: HL7StreamReader, writer: HL7StreamWriter) -> None:
-            task = loop.create_task(self._serve(reader, writer))
-            self._connections.add(task)
-            task.add_done_callback(self._connections.discard)
-
-        def protocol() -> HL7StreamProtocol:  # as Hl7Server.start builds it
-            return HL7StreamProtocol(_ObservedReader(limit=self._limit, loop=loop), connected, loop=loop)
-
+        protocol = self.protocol_factory(loop)
         self._acceptor = _Acceptor(self._listener, protocol, lambda: len(self._connections) + self._handicap)
         self._server = self._acceptor  # type: ignore[assignment]  # what Hl7Server.stop closes and awaits
         port = int(self._listener.getsockname()[1])
