@@ -188,8 +188,7 @@ class Settings(BaseSettings):
     hl7_processes: int = Field(0, ge=0, le=64)
     mwl_max_answers: int = Field(5000, ge=1)
     # Receiving processes sharing the DICOM port (one listening socket): pynetdicom is GIL-bound per process, so C-STORE
-    # scales with associations only across processes. 0 = auto: 1 on up to 2 CPUs, else min(4, CPUs // 2); 1 = in
-    # the serving process.
+    # scales with associations only across processes. 0 = auto: min(4, CPU count); 1 = in the serving process.
     dicom_processes: int = Field(0, ge=0, le=64)
     # C-STORE answer for a known SOP Instance UID with other content (original kept, newcomer set aside):
     # "warning" = 0xB000 with an Error Comment, "success" = 0x0000 (FIELD-NOTES §20: configurable).

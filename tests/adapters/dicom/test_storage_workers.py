@@ -127,8 +127,8 @@ def test_associations_are_spread_over_the_workers_and_a_stopped_worker_leaves_th
         container.engines.dispose()
 
 
-@pytest.mark.parametrize(("cpus", "expected"), [(1, 1), (2, 1), (4, 2), (6, 3), (8, 4), (32, 4), (None, 1)])
-def test_auto_process_count_is_one_on_two_cpus_then_half_the_cpus_up_to_four(
+@pytest.mark.parametrize(("cpus", "expected"), [(1, 1), (2, 2), (4, 4), (8, 4), (None, 1)])
+def test_auto_process_count_is_the_cpu_count_up_to_four(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cpus: int | None, expected: int
 ) -> None:
     monkeypatch.setattr("radsync.adapters.dicom.workers.os.cpu_count", lambda: cpus)

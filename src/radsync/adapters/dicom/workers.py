@@ -44,18 +44,11 @@ class DicomListener(Protocol):
 
 
 def process_count(settings: Settings) -> int:
-    """The number of receiving processes: ``dicom_processes``, or when 0: 1 on up to 2 CPUs, else
-    min(4, CPUs // 2).
-
-    Why 1 on 2 CPUs (measured, docs/dicom.md "Receiving processes"): since an association's reader waits in
-    ``select`` instead of polling (dimse.WaitingDUL), one process receives 4 associations with less CPU per
-    instance than two (1.5 against 1.9 ms, 40 KB) and shares one group commit, and two processes plus the senders
-    oversubscribe two cores. More cores leave room for more receiving processes.
-    """
+    """The number of receiving processes: ``dicom_processes``, or min(4, CPU count) when 0 (measured against one
+    process on this 2-CPU machine: docs/dicom.md "Receiving processes")."""
     if settings.dicom_processes:
         return settings.dicom_processes
-    cpus = os.cpu_count() or 1
-    return 1 if cpus <= 2 else min(4, cpus // 2)
+    return max(1, min(4, os.cpu_count() or 1))
 
 
 def dicom_listener(settings: Settings, container: Container) -> DicomListener:
