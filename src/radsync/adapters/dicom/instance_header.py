@@ -17,11 +17,11 @@ import struct
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from pydicom import dcmread
 from pydicom.charset import convert_encodings, default_encoding
-from pydicom.dataelem import RawDataElement, convert_raw_data_element
+from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag, Tag
 from pydicom.uid import ImplicitVRLittleEndian
@@ -187,7 +187,7 @@ def scan_header(file_bytes: bytes) -> Dataset | None:
         position = value_at + length
     if position != end:
         return None  # a truncated element header: pydicom says what it makes of that
-    ds = Dataset(found)
+    ds = Dataset(cast("dict[BaseTag, DataElement | RawDataElement]", found))  # its mapping type is invariant
     encoding: Any = default_encoding
     charset = found.get(BaseTag(0x00080005))
     if charset is not None:
