@@ -33,6 +33,7 @@ from _process import (
     radsync_command,
     running,
     start_radsync,
+    variant,
     write_stations_toml,
 )
 from _stats import median, percentile
@@ -74,6 +75,7 @@ __all__ = [
     "running",
     "set_nodelay",
     "start_radsync",
+    "variant",
     "verdict",
     "write_stations_toml",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import importlib.util
 import os
@@ -141,3 +142,13 @@ def start_radsync(
 
     server.wait_ready(ready, timeout)
     return server
+
+
+def variant(spec: str) -> tuple[str, Path]:
+    """``--variant NAME=DIR`` (an argparse type): DIR holds a ``radsync`` package, a changed copy of src/ run
+    side by side with the installed one for an A/B in the same rounds."""
+    name, sep, directory = spec.partition("=")
+    source = Path(directory).resolve()
+    if not sep or not name or not (source / "radsync" / "__init__.py").is_file():
+        raise argparse.ArgumentTypeError(f"expected NAME=DIR with DIR/radsync/__init__.py, got {spec!r}")
+    return name, source

@@ -49,6 +49,7 @@ from _common import (  # noqa: E402
     print_table,
     running,
     start_radsync,
+    variant,
     verdict,
 )
 
@@ -176,15 +177,6 @@ def run_radsync(
             os.environ["PYTHONPATH"] = previous
     with running(server):
         return send(ports.dicom, "RADSYNC", files, associations, server.proc.pid)
-
-
-def variant(spec: str) -> tuple[str, Path]:
-    """``NAME=DIR`` where DIR holds a ``radsync`` package (a copy of src/)."""
-    name, sep, directory = spec.partition("=")
-    source = Path(directory).resolve()
-    if not sep or not name or not (source / "radsync" / "__init__.py").is_file():
-        raise argparse.ArgumentTypeError(f"expected NAME=DIR with DIR/radsync/__init__.py, got {spec!r}")
-    return name, source
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -59,6 +59,7 @@ from _common import (
     run_load,
     running,
     start_radsync,
+    variant,
     verdict,
     write_stations_toml,
 )
@@ -130,15 +131,6 @@ def start_radsync_variant(source: Path) -> Callable[[Path], tuple[ServerProcess,
                 os.environ["PYTHONPATH"] = previous
 
     return start
-
-
-def variant(spec: str) -> tuple[str, Path]:
-    """``NAME=DIR`` where DIR holds a ``radsync`` package (a copy of src/)."""
-    name, sep, directory = spec.partition("=")
-    source = Path(directory).resolve()
-    if not sep or not name or not (source / "radsync" / "__init__.py").is_file():
-        raise argparse.ArgumentTypeError(f"expected NAME=DIR with DIR/radsync/__init__.py, got {spec!r}")
-    return name, source
 
 
 def messages(count: int, tag: str, seed: int) -> list[tuple[bytes, str]]:

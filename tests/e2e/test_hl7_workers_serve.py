@@ -4,10 +4,6 @@ and a kill -9 of the whole service (serving process and workers) loses no acknow
 from __future__ import annotations
 
 import os
-import random
-import signal
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +11,7 @@ from hl7.client import MLLPClient
 
 from tests.e2e.orm import orm_new
 from tests.e2e.process import RadsyncProcess
-from tests.e2e.test_serve import _send_until_killed, ack_code, stored_accessions
+from tests.e2e.test_serve import ack_code, assert_kill_9_loses_no_acked_order, stored_accessions
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -57,34 +53,8 @@ def test_two_hl7_processes_serve_report_on_healthz_and_stop_cleanly(tmp_path: Pa
 
 
 def test_kill_9_of_the_whole_service_loses_no_acknowledged_order(tmp_path: Path, config_file: Path) -> None:
-    rng = random.Random(20261128)
-    data_dir = tmp_path / "data"
-    acked: list[str] = []
-    next_n = 1
-    for _round in range(2):
-        radsync = RadsyncProcess(data_dir, config=config_file)
-        radsync.start(60)
-        assert radsync.process is not None
-        senders = [threading.Thread(target=_send_until_killed, args=(radsync.hl7_port, next_n + i * 10_000, 5_000, acked))
-                   for i in range(4)]
-        for sender in senders:
-            sender.start()
-        time.sleep(rng.uniform(1.0, 2.0))
-        for pid in [*descendants(radsync.process.pid), radsync.process.pid]:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        radsync.process.wait(10)
-        for sender in senders:
-            sender.join(30)
-        next_n += 40_000
-    assert len(acked) > 50, "the load generator should have had orders acknowledged before each kill"
-    restarted = RadsyncProcess(data_dir, config=config_file)
-    restarted.start(60)
-    restarted.terminate(30)
-    missing = set(acked) - stored_accessions(data_dir)
-    assert not missing, f"{len(missing)} acknowledged orders lost, e.g. {sorted(missing)[:5]}"
+    assert_kill_9_loses_no_acked_order(tmp_path / "data", config_file, rounds=2, seed=20261128, pause=(1.0, 2.0),
+                                       processes=lambda pid: [*descendants(pid), pid])
 
 
 def _hl7_connections_by_pid(port: int, pids: list[int]) -> dict[int, int]:

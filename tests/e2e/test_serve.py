@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import socket
@@ -10,6 +11,7 @@ import subprocess
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import hl7
@@ -115,28 +117,40 @@ def _send_until_killed(port: int, start: int, count: int, acked: list[str]) -> N
 
 def test_kill_9_at_any_moment_loses_no_acknowledged_order(tmp_path, config_file) -> None:
     """Kill -9 while orders stream in, restart, repeat: every ACKed accession must be stored."""
-    rng = random.Random(20241128)
-    data_dir = tmp_path / "data"
+    assert_kill_9_loses_no_acked_order(tmp_path / "data", config_file, rounds=3, seed=20241128, pause=(0.5, 1.5))
+
+
+def assert_kill_9_loses_no_acked_order(
+    data_dir: Path, config_file: Path, *, rounds: int, seed: int, pause: tuple[float, float],
+    processes: Callable[[int], list[int]] = lambda pid: [pid],
+) -> None:
+    """Four senders stream ORM^O01s; kill -9 ``processes(serving pid)`` after a random pause; restart; repeat.
+    Every ACKed accession must be stored after a final restart."""
+    rng = random.Random(seed)
     acked: list[str] = []
     next_n = 1
-    for _round in range(3):
+    for _round in range(rounds):
         radsync = RadsyncProcess(data_dir, config=config_file)
-        radsync.start()
+        radsync.start(60)
+        assert radsync.process is not None
         senders = [threading.Thread(target=_send_until_killed, args=(radsync.hl7_port, next_n + i * 10_000, 5_000, acked))
                    for i in range(4)]
         for sender in senders:
             sender.start()
-        time.sleep(rng.uniform(0.5, 1.5))
-        assert radsync.process is not None
-        radsync.process.send_signal(signal.SIGKILL)
+        time.sleep(rng.uniform(*pause))
+        for pid in processes(radsync.process.pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         radsync.process.wait(10)
         for sender in senders:
             sender.join(30)
         next_n += 40_000
     assert len(acked) > 50, "the load generator should have had orders acknowledged before each kill"
     restarted = RadsyncProcess(data_dir, config=config_file)
-    restarted.start()
-    restarted.terminate()
+    restarted.start(60)
+    restarted.terminate(30)
     missing = set(acked) - stored_accessions(data_dir)
     assert not missing, f"{len(missing)} acknowledged orders lost, e.g. {sorted(missing)[:5]}"
 
