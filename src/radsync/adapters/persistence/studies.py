@@ -10,7 +10,6 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, delete, func, insert, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from radsync.adapters.persistence import codec as c
 from radsync.adapters.persistence import fast_sql
@@ -60,13 +59,6 @@ _LOCATE = (
     )
     .where(studies.c.study_instance_uid == bindparam("study_uid"))
 )
-# The instance row, unless its SOP Instance UID is known (upsert.insert_or_skip's statement, per dialect, built once).
-_ADD_INSTANCE = {
-    "sqlite": sqlite.insert(instances).on_conflict_do_nothing(index_elements=["sop_instance_uid"])
-    .returning(instances.c.pk),
-    "postgresql": postgresql.insert(instances).on_conflict_do_nothing(index_elements=["sop_instance_uid"])
-    .returning(instances.c.pk),
-}
 _TOUCH = update(studies).where(studies.c.pk == bindparam("key")).values(last_received_at=bindparam("at"))
 _TOUCH_QUARANTINED = _TOUCH.values(quarantined_instances=studies.c.quarantined_instances + 1)
 # PostgreSQL: the C-STORE's touch comes first and locks the study row, in a statement of its own (READ COMMITTED
@@ -160,10 +152,7 @@ class SqlStudyRepository:
             "received_at": self._now,
             "quarantine": quarantine,
         }
-        statement = _ADD_INSTANCE.get(self._conn.dialect.name)
-        if statement is None:
-            return insert_or_skip(self._conn, instances, values, ["sop_instance_uid"]) is not None
-        return fast_sql.scalar(self._conn, statement, values) is not None
+        return insert_or_skip(self._conn, instances, values, ["sop_instance_uid"]) is not None
 
     def touch(self, location: StudyLocation, *, quarantined: bool = False) -> None:
         if not quarantined and location.key in self._touched:
