@@ -170,23 +170,22 @@ def _order_writers(engine: Engine, path: str, begin: str) -> None:
 
     @event.listens_for(engine, "commit")
     def _on_commit(connection: Any) -> None:
-        if connection.invalidated:
-            return
-        fairy = connection.connection
-        try:
-            fairy.dbapi_connection.commit()
-        finally:
-            _release(fairy.info)
+        _end_transaction(connection, "commit")
 
     @event.listens_for(engine, "rollback")
     def _on_rollback(connection: Any) -> None:
-        if connection.invalidated:
-            return
-        fairy = connection.connection
-        try:
-            fairy.dbapi_connection.rollback()
-        finally:
-            _release(fairy.info)
+        _end_transaction(connection, "rollback")
+
+
+def _end_transaction(connection: Any, how: str) -> None:
+    """COMMIT or ROLLBACK on the DBAPI connection, then free the writer lock (whatever the outcome)."""
+    if connection.invalidated:
+        return
+    fairy = connection.connection
+    try:
+        getattr(fairy.dbapi_connection, how)()
+    finally:
+        _release(fairy.info)
 
 
 def _release(info: dict[str, Any]) -> None:
