@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import itertools
+import os
 import socket
 import subprocess
 import sys
@@ -135,6 +136,28 @@ def test_the_ack_is_sent_only_after_the_commit(hub: Hub) -> None:
     assert hub.scalar("SELECT name FROM patients WHERE patient_id = '100234567'") == "Doe^Jane^Marie^Mrs"
     logged = hub.rows("SELECT outcome, ack, raw FROM message_log WHERE control_id = 'MSG00001'")
     assert [(r.outcome, bytes(r.ack), bytes(r.raw)) for r in logged] == [("AA", ack, s.ORM_NEW_9_1.encode())]
+
+
+def test_on_sqlite_the_ack_waits_for_the_wal_sync_after_the_commit(
+    sqlite_hub: Hub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The write engine commits at synchronous=NORMAL and syncs the WAL itself (persistence/engine.py): the ACK
+    must wait for that sync, not only for COMMIT."""
+    synced: list[float] = []
+    real = os.fdatasync
+
+    def slow_fdatasync(fd: int) -> None:
+        time.sleep(0.3)
+        real(fd)
+        if os.readlink(f"/proc/self/fd/{fd}").endswith("-wal"):
+            synced.append(time.monotonic())
+
+    monkeypatch.setattr(os, "fdatasync", slow_fdatasync)
+    started = time.monotonic()
+    ack = sqlite_hub.send(s.ORM_NEW_9_1)
+    arrived = time.monotonic()
+    assert msa(ack)[:2] == ["AA", "MSG00001"]
+    assert synced and started + 0.3 <= synced[0] <= arrived
 
 
 def test_a_resend_gets_the_same_ack_and_changes_nothing(hub: Hub) -> None:

@@ -194,29 +194,31 @@ class Hl7Intake:
             except Exception:  # already broken: the pool discards it
                 log.debug("closing the HL7 writer connection failed", exc_info=True)
 
-    def _process(self, batch: list[_Pending], *, optimistic: bool = True) -> None:
+    def _process(self, batch: list[_Pending]) -> None:
+        """Write the batch, then answer it: the answers leave only once the batch is on disk."""
+        self._queued = False
+        answers = self._write(batch)
+        if self._queued and self._outbound.notify is not None:
+            self._outbound.notify()
+        _resolve(answers)
+
+    def _write(self, batch: list[_Pending], *, optimistic: bool = True) -> list[tuple[_Pending, bytes | BaseException]]:
+        """Apply and commit the batch (durable when this returns); each message's answer."""
         now = self._clock()
         try:
-            self._queued = False
             connection = self._writer_connection()
             with connection.begin():
-                answers = [(item, self._one(connection, item, now, optimistic)) for item in batch]
-            if self._queued and self._outbound.notify is not None:
-                self._outbound.notify()
+                return [(item, self._one(connection, item, now, optimistic)) for item in batch]
         except _Redo:  # the transaction is rolled back: nothing of the optimistic attempt stays
-            self._process(batch, optimistic=False)
-            return
+            return self._write(batch, optimistic=False)
         except Exception as exc:
             self._drop_connection()
             if len(batch) > 1:
                 log.warning("HL7 batch of %d failed to commit (%s); retrying one by one", len(batch), type(exc).__name__)
-                for item in batch:
-                    self._process([item])
-                return
+                return [answer for item in batch for answer in self._write([item])]
             log.error("HL7 message could not be committed (%s); answered AR 207", type(exc).__name__)
             log.debug("commit failure", exc_info=True)
-            answers = [(batch[0], self._system_failure(batch[0], now))]
-        _resolve(answers)
+            return [(batch[0], self._system_failure(batch[0], now))]
 
     def _one(
         self, connection: Connection, item: _Pending, now: dt.datetime, optimistic: bool
@@ -239,7 +241,7 @@ class Hl7Intake:
                 flags = DUPLICATE_FLAG
                 log.warning("HL7 control ID %s reused with different content; processed and flagged", header.control_id)
         # The log row is written once, with the answer expected: the refusal prepare() already found, or AA. Only
-        # a message whose commands fail needs a second write. A failure to write fails the batch; _process then
+        # a message whose commands fail needs a second write. A failure to write fails the batch; _write then
         # retries message by message.
         if prepared.error is not None:
             _log_refusal(prepared, prepared.error)

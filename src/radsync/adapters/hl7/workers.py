@@ -208,23 +208,23 @@ class WorkerIntake(Hl7Intake):
       which runs in the transaction under READ COMMITTED. SQLite needs none: its writers are serialized anyway.
     """
 
-    _nested = False  # inside our own _process: the redo of a batch or its one-by-one retries
+    _nested = False  # inside our own _write: the redo of a batch or its one-by-one retries
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         _take_dedup_locks_on_begin(self._engines.write)
 
-    def _process(self, batch: list[Any], *, optimistic: bool = True) -> Any:
+    def _write(self, batch: list[Any], *, optimistic: bool = True) -> Any:
         if self._nested:
-            return super()._process(batch, optimistic=optimistic)
+            return super()._write(batch, optimistic=optimistic)
         stop = False
         with writer_lock(self._engines.write):
             if threading.current_thread() is self._thread:  # only the writer's own batches take more
                 stop = self._top_up(batch)
             self._nested = True
             _dedup_keys.keys = sorted({key for item in batch if (key := self._dedup_key(item)) is not None})
-            try:
-                return super()._process(batch, optimistic=optimistic)
+            try:  # the block's end frees the lock and then syncs the commit: only then are the answers returned
+                return super()._write(batch, optimistic=optimistic)
             finally:
                 _dedup_keys.keys = None
                 self._nested = False
