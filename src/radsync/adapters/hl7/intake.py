@@ -83,6 +83,8 @@ class _Pending:
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[bytes]
     prepared: Prepared | None
+    digest: str = ""  # content_hash(raw), when worked out before the writer
+    accept: bytes = b""  # the AA answer, built before the writer for a message prepare() found nothing wrong with
 
 
 class Hl7Intake:
@@ -144,14 +146,22 @@ class Hl7Intake:
 
     async def submit(self, raw: bytes, peer: str = "") -> bytes:
         """Log, apply and commit one message; return its ACK bytes (raises ``inbound.NotHl7``, ``IntakeClosed``)."""
-        prepared = prepare(raw, self._context) if len(raw) <= PREPARE_ON_LOOP_LIMIT else None
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[bytes] = loop.create_future()
+        pending = self._pending(raw, peer)
         with self._lock:
             if self._closed:
                 raise IntakeClosed("the HL7 intake is not running")
-            self._queue.put(_Pending(raw, peer, loop, future, prepared))
-        return await future
+            self._queue.put(pending)
+        return await pending.future
+
+    def _pending(self, raw: bytes, peer: str) -> _Pending:
+        """What the writer needs, with as much worked out here as can be: the writer's time is spent under the
+        database's one write lock, which every receiving process waits for (persistence/engine.py)."""
+        loop = asyncio.get_running_loop()
+        if len(raw) > PREPARE_ON_LOOP_LIMIT:
+            return _Pending(raw, peer, loop, loop.create_future(), None)
+        prepared = prepare(raw, self._context)
+        accept = self._ack(prepared, None, self._clock()) if prepared.error is None else b""
+        return _Pending(raw, peer, loop, loop.create_future(), prepared, content_hash(raw), accept)
 
     # -- the writer thread ----------------------------------------------------------------------------------
 
@@ -229,7 +239,7 @@ class Hl7Intake:
             return exc
         header = prepared.header
         messages = SqlMessageLog(connection)
-        digest = content_hash(item.raw)
+        digest = item.digest or content_hash(item.raw)
         flags = ""
         if header.control_id:
             previous = messages.previous(header.sender[:200], header.control_id[:200])
@@ -248,7 +258,7 @@ class Hl7Intake:
             outcome, error = (INTERNAL_OUTCOME if prepared.internal else prepared.error.ack.value), prepared.error
         else:
             outcome, error = AckCode.ACCEPT.value, None
-        answer = self._ack(prepared, error, now)
+        answer = item.accept if error is None and item.accept else self._ack(prepared, error, now)
         record = InboundRecord(
             protocol="hl7",
             sender=header.sender[:200],
