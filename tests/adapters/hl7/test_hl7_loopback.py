@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import errno
 import itertools
 import os
 import socket
@@ -27,6 +28,7 @@ from hl7.client import MLLPClient
 from sqlalchemy import event, text
 
 from radsync.adapters.hl7.intake import Hl7Intake
+from radsync.adapters.hl7.workers import WorkerIntake
 from radsync.adapters.hl7.server import Hl7Server
 from radsync.adapters.persistence.engine import Engines
 from radsync.app.orders import OrderService
@@ -78,11 +80,11 @@ class Hub:
 
 
 @contextmanager
-def running_hub(engines: Engines) -> Iterator[Hub]:
+def running_hub(engines: Engines, intake_class: type[Hl7Intake] = Hl7Intake) -> Iterator[Hub]:
     uids = itertools.count(1)
     stations = StationDirectory([Station("CT01", "CT"), Station("CT02", "CT"), Station("MR01", "MR")])
     service = OrderService(stations, lambda: f"2.25.999{next(uids)}")
-    intake = Hl7Intake(Settings(timezone="Europe/Berlin", hl7_max_batch=16), engines, service, utc_now)
+    intake = intake_class(Settings(timezone="Europe/Berlin", hl7_max_batch=16), engines, service, utc_now)
     intake.start()
     loop = LoopThread()
     server = Hl7Server(intake, "127.0.0.1", 0, max_message_bytes=64 * 1024)
@@ -158,6 +160,31 @@ def test_on_sqlite_the_ack_waits_for_the_wal_sync_after_the_commit(
     arrived = time.monotonic()
     assert msa(ack)[:2] == ["AA", "MSG00001"]
     assert synced and started + 0.3 <= synced[0] <= arrived
+
+
+@pytest.mark.parametrize("intake_class", [Hl7Intake, WorkerIntake], ids=["in-process", "receiving-process"])
+def test_on_sqlite_a_commit_whose_sync_fails_is_refused_and_the_resend_gets_the_aa(
+    sqlite_engines: Engines, monkeypatch: pytest.MonkeyPatch, intake_class: type[Hl7Intake]
+) -> None:
+    """A commit is durable only once the WAL is synced: if that fails, no AA leaves (AR 207, send again); the
+    resend finds the committed message in the log and gets its AA once a sync succeeds."""
+    real = os.fdatasync
+    failed: list[int] = []
+
+    def fails_once(fd: int) -> None:
+        if not failed and os.readlink(f"/proc/self/fd/{fd}").endswith("-wal"):
+            failed.append(fd)
+            raise OSError(errno.EIO, "Input/output error")
+        real(fd)
+
+    with running_hub(sqlite_engines, intake_class) as hub:
+        monkeypatch.setattr(os, "fdatasync", fails_once)
+        first = hub.send(s.ORM_NEW_9_1)
+        assert failed and msa(first)[:2] == ["AR", "MSG00001"]
+        again = hub.send(s.ORM_NEW_9_1)
+        assert msa(again)[:2] == ["AA", "MSG00001"]
+        assert hub.scalar("SELECT count(*) FROM message_log WHERE control_id = 'MSG00001'") == 1
+        assert hub.scalar("SELECT count(*) FROM scheduled_steps WHERE step_id = 'SPS00017-1'") == 1
 
 
 def test_a_resend_gets_the_same_ack_and_changes_nothing(hub: Hub) -> None:

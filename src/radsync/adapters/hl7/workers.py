@@ -217,6 +217,14 @@ class WorkerIntake(Hl7Intake):
     def _write(self, batch: list[Any], *, optimistic: bool = True) -> Any:
         if self._nested:
             return super()._write(batch, optimistic=optimistic)
+        try:
+            return self._write_holding_the_lock(batch, optimistic)
+        except OSError as exc:  # the commit could not be synced when the lock was freed: not durable, not acknowledged
+            log.error("HL7 batch of %d could not be synced (%s); answered AR 207", len(batch), type(exc).__name__)
+            now = self._clock()
+            return [(item, self._system_failure(item, now)) for item in batch]
+
+    def _write_holding_the_lock(self, batch: list[Any], optimistic: bool) -> Any:
         stop = False
         with writer_lock(self._engines.write):
             if threading.current_thread() is self._thread:  # only the writer's own batches take more

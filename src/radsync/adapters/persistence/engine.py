@@ -19,8 +19,8 @@ without it (the outbox's bookkeeping engine, another tool) is merely slower to g
 
 The write engine's fsync happens after the locks are free (``sqlite_synchronous = "FULL"``, the default). SQLite's
 own synchronous=FULL syncs the WAL inside COMMIT, while it still holds the write lock, so every other writer (the
-other HL7 and DICOM receiving processes) waited for that fsync too: with two processes the write lock was held
-~600 µs per message, about a third of it the fsync. The write engine's connections therefore run with
+other HL7 and DICOM receiving processes) waited for that fsync too (with two HL7 processes the write lock was
+held ~600 µs per message, the fsync included). The write engine's connections therefore run with
 synchronous=NORMAL (COMMIT writes the WAL frames and returns) and ``_end_transaction`` then ``fdatasync``-s the WAL
 file itself, after releasing the writer lock and before the commit returns to its caller: a commit is on disk when
 it returns, exactly as with FULL, but the next writer works while it is being synced, and one fsync covers every
