@@ -209,13 +209,19 @@ def _send_until_gone(port: int, numbers: range, acked: list[int]) -> None:
         return  # the worker serving this connection went away: what was ACKed so far is what counts
 
 
-def test_a_worker_killed_mid_stream_is_replaced_and_acked_messages_are_kept(pool: Pool) -> None:
-    acked: list[int] = []
-    senders = [threading.Thread(target=_send_until_gone, args=(pool.port, range(10_000 * i, 10_000 * i + 400), acked))
+def _start_senders(port: int, each: int, acked: list[int]) -> list[threading.Thread]:
+    """Four MLLP senders of ``each`` new orders apiece, started; returns once 40 orders are acknowledged."""
+    senders = [threading.Thread(target=_send_until_gone, args=(port, range(10_000 * i, 10_000 * i + each), acked))
                for i in range(1, 5)]
     for sender in senders:
         sender.start()
     wait_for(lambda: len(acked) >= 40, timeout=60)
+    return senders
+
+
+def test_a_worker_killed_mid_stream_is_replaced_and_acked_messages_are_kept(pool: Pool) -> None:
+    acked: list[int] = []
+    senders = _start_senders(pool.port, 400, acked)
     victim = pool.workers.pids[0]
     os.kill(victim, signal.SIGKILL)
     for sender in senders:
@@ -249,11 +255,7 @@ def test_stop_while_messages_flow_answers_or_leaves_each_message_and_keeps_every
 ) -> None:
     pool = Pool(worker_settings(tmp_path, database_url))
     acked: list[int] = []
-    senders = [threading.Thread(target=_send_until_gone, args=(pool.port, range(10_000 * i, 10_000 * i + 5_000), acked))
-               for i in range(1, 5)]
-    for sender in senders:
-        sender.start()
-    wait_for(lambda: len(acked) >= 40, timeout=60)
+    senders = _start_senders(pool.port, 5_000, acked)
     started = time.monotonic()
     pids = pool.workers.pids
     pool.workers.stop()
