@@ -63,6 +63,7 @@ class Hub:
     engines: Engines
     intake: Hl7Intake
     loop: LoopThread
+    server: Hl7Server
 
     def send(self, message: str | bytes) -> bytes:
         """One message over python-hl7's MLLPClient; the ACK bytes without framing."""
@@ -90,7 +91,7 @@ def running_hub(engines: Engines, intake_class: type[Hl7Intake] = Hl7Intake) -> 
     server = Hl7Server(intake, "127.0.0.1", 0, max_message_bytes=64 * 1024)
     port = loop.run(server.start())
     try:
-        yield Hub(port, engines, intake, loop)
+        yield Hub(port, engines, intake, loop, server)
     finally:
         loop.run(server.stop())
         intake.stop()
@@ -102,6 +103,26 @@ def hub(engines: Engines) -> Iterator[Hub]:
     """A running hub on each backend (SQLite and PostgreSQL)."""
     with running_hub(engines) as running:
         yield running
+
+
+@contextmanager
+def beside_another_connection(hub: Hub) -> Iterator[None]:
+    """Keep a second, idle connection open: the hub's messages are then written by the intake's writer thread,
+    not on the event loop as a lone connection's are."""
+    with socket.create_connection(("127.0.0.1", hub.port)):
+        deadline = time.monotonic() + 5
+        while hub.server.connection_count() < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert hub.server.connection_count() == 1
+        yield
+
+
+@contextmanager
+def alone(hub: Hub) -> Iterator[None]:
+    yield
+
+
+CONNECTIONS = pytest.mark.parametrize("connections", [alone, beside_another_connection], ids=["lone", "beside-another"])
 
 
 def msa(ack: bytes) -> list[str]:
@@ -120,7 +141,41 @@ def snapshot(hub: Hub) -> list[Any]:
 # -- durability and deduplication ----------------------------------------------------------------------
 
 
-def test_the_ack_is_sent_only_after_the_commit(hub: Hub) -> None:
+def test_a_lone_connection_is_written_on_the_event_loop_and_two_by_the_writer_thread(
+    hub: Hub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writers: list[threading.Thread] = []
+    write = hub.intake._write
+
+    def recording(batch: Any, **options: Any) -> Any:
+        writers.append(threading.current_thread())
+        return write(batch, **options)
+
+    monkeypatch.setattr(hub.intake, "_write", recording)
+    assert msa(hub.send(s.ORM_NEW_9_1))[0] == "AA"
+    with beside_another_connection(hub):
+        assert msa(hub.send(s.ADT_A08))[0] == "AA"
+    assert writers == [hub.loop.thread, hub.intake._thread]
+    assert hub.scalar("SELECT count(*) FROM message_log") == 2
+
+
+def test_a_lone_connection_waits_while_the_writer_thread_is_writing(hub: Hub) -> None:
+    """Only one of the two writes at a time: a lone connection's message finding the writer thread busy is
+    queued for it, and answered once that write is done."""
+    with hub.intake._writing:  # what the writer thread holds while it writes a batch
+        sending = threading.Thread(target=lambda: answers.append(hub.send(s.ORM_NEW_9_1)))
+        answers: list[bytes] = []
+        sending.start()
+        sending.join(0.5)
+        assert sending.is_alive() and not answers
+        assert hub.scalar("SELECT count(*) FROM message_log") == 0
+    sending.join(10)
+    assert [msa(a)[:2] for a in answers] == [["AA", "MSG00001"]]
+    assert hub.scalar("SELECT count(*) FROM scheduled_steps WHERE step_id = 'SPS00017-1'") == 1
+
+
+@CONNECTIONS
+def test_the_ack_is_sent_only_after_the_commit(hub: Hub, connections: Any) -> None:
     committed: list[float] = []
 
     @event.listens_for(hub.engines.write, "commit")
@@ -128,9 +183,10 @@ def test_the_ack_is_sent_only_after_the_commit(hub: Hub) -> None:
         time.sleep(0.3)
         committed.append(time.monotonic())
 
-    started = time.monotonic()
-    ack = hub.send(s.ORM_NEW_9_1)
-    arrived = time.monotonic()
+    with connections(hub):
+        started = time.monotonic()
+        ack = hub.send(s.ORM_NEW_9_1)
+        arrived = time.monotonic()
     assert msa(ack)[:2] == ["AA", "MSG00001"]
     assert committed and arrived - started >= 0.3
     # a fresh connection sees everything the ACK vouches for
@@ -140,8 +196,9 @@ def test_the_ack_is_sent_only_after_the_commit(hub: Hub) -> None:
     assert [(r.outcome, bytes(r.ack), bytes(r.raw)) for r in logged] == [("AA", ack, s.ORM_NEW_9_1.encode())]
 
 
+@CONNECTIONS
 def test_on_sqlite_the_ack_waits_for_the_wal_sync_after_the_commit(
-    sqlite_hub: Hub, monkeypatch: pytest.MonkeyPatch
+    sqlite_hub: Hub, monkeypatch: pytest.MonkeyPatch, connections: Any
 ) -> None:
     """The write engine commits at synchronous=NORMAL and syncs the WAL itself (persistence/engine.py): the ACK
     must wait for that sync, not only for COMMIT."""
@@ -154,17 +211,19 @@ def test_on_sqlite_the_ack_waits_for_the_wal_sync_after_the_commit(
         if os.readlink(f"/proc/self/fd/{fd}").endswith("-wal"):
             synced.append(time.monotonic())
 
-    monkeypatch.setattr(os, "fdatasync", slow_fdatasync)
-    started = time.monotonic()
-    ack = sqlite_hub.send(s.ORM_NEW_9_1)
-    arrived = time.monotonic()
+    with connections(sqlite_hub):
+        monkeypatch.setattr(os, "fdatasync", slow_fdatasync)
+        started = time.monotonic()
+        ack = sqlite_hub.send(s.ORM_NEW_9_1)
+        arrived = time.monotonic()
     assert msa(ack)[:2] == ["AA", "MSG00001"]
     assert synced and started + 0.3 <= synced[0] <= arrived
 
 
+@CONNECTIONS
 @pytest.mark.parametrize("intake_class", [Hl7Intake, WorkerIntake], ids=["in-process", "receiving-process"])
 def test_on_sqlite_a_commit_whose_sync_fails_is_refused_and_the_resend_gets_the_aa(
-    sqlite_engines: Engines, monkeypatch: pytest.MonkeyPatch, intake_class: type[Hl7Intake]
+    sqlite_engines: Engines, monkeypatch: pytest.MonkeyPatch, intake_class: type[Hl7Intake], connections: Any
 ) -> None:
     """A commit is durable only once the WAL is synced: if that fails, no AA leaves (AR 207, send again); the
     resend finds the committed message in the log and gets its AA once a sync succeeds."""
@@ -177,7 +236,7 @@ def test_on_sqlite_a_commit_whose_sync_fails_is_refused_and_the_resend_gets_the_
             raise OSError(errno.EIO, "Input/output error")
         real(fd)
 
-    with running_hub(sqlite_engines, intake_class) as hub:
+    with running_hub(sqlite_engines, intake_class) as hub, connections(hub):
         monkeypatch.setattr(os, "fdatasync", fails_once)
         first = hub.send(s.ORM_NEW_9_1)
         assert failed and msa(first)[:2] == ["AR", "MSG00001"]

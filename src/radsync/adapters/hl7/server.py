@@ -3,7 +3,8 @@
 Framing is python-hl7's (``start_hl7_server``, ``MLLPStreamReader.readblock``, ``writeblock``); radsync reads
 each block as bytes and decodes it itself (charsets.py), because python-hl7's stream reader decodes every
 message with one fixed encoding. Per connection: read a block, ``await intake.submit``, write the ACK block;
-messages on one connection are answered in order, several per TCP read or one split over reads alike.
+messages on one connection are answered in order, several per TCP read or one split over reads alike. While a
+connection is the only one open, the intake may write its messages on this event loop (intake.py).
 TCP_NODELAY is set on every accepted socket (PERF-NOTES: Nagle costs ~40 ms per turn on loopback).
 
 Bad input never stops the listener (ARCHITECTURE invariant 8): a block that does not start with <VT>, or is
@@ -86,6 +87,10 @@ class Hl7Server:
 
         return protocol
 
+    def connection_count(self) -> int:
+        """Connections open now (a lone one's messages are written on the event loop, intake.py)."""
+        return len(self._connections)
+
     async def stop(self) -> None:
         """Stop accepting, end open connections (their in-flight messages still commit; resends dedupe)."""
         if self._server is None:
@@ -134,7 +139,7 @@ class Hl7Server:
             return self._refuse_unframed(reader.last_chunk, peer, f"message larger than {self._limit} bytes",
                                          ErrorCode.INTERNAL)
         try:
-            return await self._intake.submit(block, peer)
+            return await self._intake.submit(block, peer, alone=self.connection_count() == 1)
         except NotHl7:
             log.warning("dropped %d bytes from %s: no MSH segment", len(block), peer)
             return None
