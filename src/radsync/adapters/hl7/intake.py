@@ -1,6 +1,7 @@
 """The durable HL7 intake: every message logged raw and applied before its ACK leaves (ARCHITECTURE invariants 2, 3, 8).
 
-One writer thread owns the database side. It takes up to ``settings.hl7_max_batch`` queued messages, opens one
+A writer thread owns the database side (a lone connection's messages are written by the event loop itself,
+see the end of this docstring). It takes up to ``settings.hl7_max_batch`` queued messages, opens one
 transaction and, for each message in turn:
 
 1. deduplicates by (sender = MSH-3^MSH-4, MSH-10): the same normalised content answered AA/AE before gets the
