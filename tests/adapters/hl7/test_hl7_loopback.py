@@ -28,8 +28,8 @@ from hl7.client import MLLPClient
 from sqlalchemy import event, text
 
 from radsync.adapters.hl7.intake import Hl7Intake
-from radsync.adapters.hl7.workers import WorkerIntake
 from radsync.adapters.hl7.server import Hl7Server
+from radsync.adapters.hl7.workers import WorkerIntake
 from radsync.adapters.persistence.engine import Engines
 from radsync.app.orders import OrderService
 from radsync.app.stations import Station, StationDirectory

@@ -209,18 +209,29 @@ class Hl7Intake:
             if first is None:
                 break
             batch = [first]
-            while len(batch) < self._max_batch:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stopping = True
-                    break
-                batch.append(item)
+            stopping = self._take_waiting(batch)
             with self._writing:
                 answers = self._process(batch)
             _resolve(answers)
+
+    def _take_waiting(self, batch: list[_Pending]) -> bool:
+        """Add the messages queued now to ``batch``, up to the batch limit; True if the stop marker was met."""
+        while len(batch) < self._max_batch:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return False
+            if item is None:
+                return True
+            batch.append(item)
+        return False
+
+    def _in_writer_thread(self) -> bool:
+        return threading.current_thread() is self._thread
+
+    def _stop_after_this_batch(self) -> None:
+        """Put back the stop marker a top-up took (the writer loop sees it once the batch is done)."""
+        self._queue.put(None)
 
     def _writer_connection(self) -> Connection:
         """The writer's connection, opened once and kept: a pool checkout, reset and check-in per batch cost

@@ -35,7 +35,6 @@ import asyncio
 import hashlib
 import logging
 import os
-import queue
 import signal
 import socket
 import threading
@@ -227,8 +226,8 @@ class WorkerIntake(Hl7Intake):
     def _write_holding_the_lock(self, batch: list[Any], optimistic: bool) -> Any:
         stop = False
         with writer_lock(self._engines.write):
-            if threading.current_thread() is self._thread:  # only the writer's own batches take more
-                stop = self._top_up(batch)
+            if self._in_writer_thread():  # only the writer's own batches take more (not a lone connection's)
+                stop = self._take_waiting(batch)
             self._nested = True
             _dedup_keys.keys = sorted({key for item in batch if (key := self._dedup_key(item)) is not None})
             try:  # the block's end frees the lock and then syncs the commit: only then are the answers returned
@@ -237,19 +236,7 @@ class WorkerIntake(Hl7Intake):
                 _dedup_keys.keys = None
                 self._nested = False
                 if stop:
-                    self._queue.put(None)
-
-    def _top_up(self, batch: list[Any]) -> bool:
-        """Add what is queued now; True if the stop marker was met (it goes back behind this batch)."""
-        while len(batch) < self._max_batch:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                return False
-            if item is None:
-                return True
-            batch.append(item)
-        return False
+                    self._stop_after_this_batch()
 
     def _dedup_key(self, item: Any) -> int | None:
         if self._engines.write.dialect.name != "postgresql":
