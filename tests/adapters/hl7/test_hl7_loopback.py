@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import errno
+import fcntl
 import itertools
 import os
 import socket
@@ -141,9 +142,8 @@ def snapshot(hub: Hub) -> list[Any]:
 # -- durability and deduplication ----------------------------------------------------------------------
 
 
-def test_a_lone_connection_is_written_on_the_event_loop_and_two_by_the_writer_thread(
-    hub: Hub, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def record_writers(hub: Hub, monkeypatch: pytest.MonkeyPatch) -> list[threading.Thread]:
+    """The thread of each batch write from now on (the event loop's, or the intake's writer thread)."""
     writers: list[threading.Thread] = []
     write = hub.intake._write
 
@@ -152,11 +152,43 @@ def test_a_lone_connection_is_written_on_the_event_loop_and_two_by_the_writer_th
         return write(batch, **options)
 
     monkeypatch.setattr(hub.intake, "_write", recording)
+    return writers
+
+
+def test_a_lone_connection_is_written_on_the_event_loop_and_two_by_the_writer_thread(
+    hub: Hub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writers = record_writers(hub, monkeypatch)
     assert msa(hub.send(s.ORM_NEW_9_1))[0] == "AA"
     with beside_another_connection(hub):
         assert msa(hub.send(s.ADT_A08))[0] == "AA"
     assert writers == [hub.loop.thread, hub.intake._thread]
     assert hub.scalar("SELECT count(*) FROM message_log") == 2
+
+
+def test_a_lone_connection_never_makes_the_event_loop_wait_for_another_processs_write(
+    sqlite_hub: Hub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While another process holds SQLite's writer lock (persistence/engine.py), a lone connection's message goes
+    to the writer thread, which waits for the lock; the event loop goes on serving meanwhile."""
+    writers = record_writers(sqlite_hub, monkeypatch)
+    other_process = os.open(f"{sqlite_hub.engines.write.url.database}-writer.lock", os.O_RDWR)
+    answers: list[bytes] = []
+    sending = threading.Thread(target=lambda: answers.append(sqlite_hub.send(s.ORM_NEW_9_1)))
+    try:
+        fcntl.flock(other_process, fcntl.LOCK_EX)
+        sending.start()
+        sending.join(0.5)
+        assert sending.is_alive() and not answers  # not written while the other writer holds the lock
+        started = time.monotonic()
+        sqlite_hub.loop.run(asyncio.sleep(0), timeout=2)  # the loop is not stuck behind that lock
+        assert time.monotonic() - started < 0.5
+    finally:
+        fcntl.flock(other_process, fcntl.LOCK_UN)
+        os.close(other_process)
+    sending.join(10)
+    assert [msa(a)[:2] for a in answers] == [["AA", "MSG00001"]]
+    assert writers == [sqlite_hub.intake._thread]
 
 
 def test_a_lone_connection_waits_while_the_writer_thread_is_writing(hub: Hub) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from radsync.adapters.persistence.engine import Engines, create_engines, writer_lock
+from radsync.adapters.persistence.engine import Engines, create_engines, writer_lock, writer_lock_is_free
 
 
 @pytest.fixture
@@ -89,3 +89,27 @@ def test_no_lock_file_for_memory_databases(tmp_path: Path) -> None:
             assert conn.execute(text("SELECT 1")).scalar() == 1
     finally:
         engines.dispose()
+
+
+def test_writer_lock_is_free_tells_whether_another_writer_holds_the_lock(sqlite: Engines, tmp_path: Path) -> None:
+    assert writer_lock_is_free(sqlite.write)
+    fd = os.open(tmp_path / "radsync.db-writer.lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # another process's writer
+        assert not writer_lock_is_free(sqlite.write)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        assert writer_lock_is_free(sqlite.write)
+        with writer_lock(sqlite.write):  # this thread's own hold is no wait for this thread
+            assert writer_lock_is_free(sqlite.write)
+            with pytest.raises(BlockingIOError):  # and still held: the probe did not release it
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        # the probe took and gave back the lock: another writer gets it at once
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+    memory = create_engines("sqlite://")
+    try:
+        assert writer_lock_is_free(memory.write)  # no lock file, nothing to wait for
+    finally:
+        memory.dispose()

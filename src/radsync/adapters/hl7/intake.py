@@ -25,7 +25,7 @@ The asyncio side calls ``await intake.submit(raw_bytes, peer)``; decoding and ma
 message is queued, so they overlap with the writer's fsync.
 
 A lone connection's message is written on the event loop itself (``submit(..., alone=True)``) when the writer
-thread is idle: with one connection nothing can overlap (its sender waits for each ACK), so the hops to the writer
+thread is idle and no other process holds SQLite's writer lock (the loop never waits for it): with one connection nothing can overlap (its sender waits for each ACK), so the hops to the writer
 thread and back are pure cost: ~0.2 ms of a ~1.4 ms message, measured (docs/hl7.md, "One connection"). One lock
 (``_writing``) lets only one of the two write at a time, on the one writer connection; everything else (dedup,
 batch rules, durable-before-answer) is the same code.
@@ -51,7 +51,7 @@ from radsync.adapters.hl7.datatypes import site_zone
 from radsync.adapters.hl7.errors import AckCode, ErrorCode, Hl7Error
 from radsync.adapters.hl7.inbound import InboundContext, Prepared, execute, prepare
 from radsync.adapters.hl7.order_control import OrderControlTable
-from radsync.adapters.persistence.engine import Engines
+from radsync.adapters.persistence.engine import Engines, writer_lock_is_free
 from radsync.adapters.persistence.message_log import InboundRecord, SqlMessageLog
 from radsync.adapters.persistence.unit_of_work import SqlUnitOfWork
 from radsync.app.orders import OrderService
@@ -179,12 +179,13 @@ class Hl7Intake:
         return _Pending(raw, peer, loop, loop.create_future(), prepared, content_hash(raw), accept)
 
     def _write_here(self, pending: _Pending) -> bytes | None:
-        """Write one message on the calling thread if the writer thread is idle and nothing waits for it; its
-        answer, or None to queue it as usual (writer busy, messages queued, or the intake stopping)."""
+        """Write one message on the calling thread if the writer thread is idle, nothing waits for it and no other
+        process is writing (the event loop must not wait for the database's write lock); its answer, or None to
+        queue it as usual (writer busy, messages queued, another writer, or the intake stopping)."""
         if not self._writing.acquire(blocking=False):
             return None
         try:
-            if self._closed or not self._queue.empty():
+            if self._closed or not self._queue.empty() or not writer_lock_is_free(self._engines.write):
                 return None
             [(_, answer)] = self._process([pending])
         finally:

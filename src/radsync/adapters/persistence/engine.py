@@ -137,12 +137,7 @@ def writer_lock(engine: Engine) -> Iterator[None]:
     if path is None or (mine is not None and mine.get("writer_locked")):
         yield
         return
-    fds = getattr(_holding, "fds", None)
-    if fds is None:
-        fds = _holding.fds = {}
-    if path not in fds:
-        fds[path] = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    info: dict[str, Any] = {"writer_lock": fds[path]}
+    info: dict[str, Any] = {"writer_lock": _thread_lock_fd(path)}
     fcntl.flock(info["writer_lock"], fcntl.LOCK_EX)
     info["writer_locked"] = True
     _holding.info = info
@@ -153,6 +148,33 @@ def writer_lock(engine: Engine) -> Iterator[None]:
         committed = info.pop("unsynced", None)
         if committed is not None:  # commits in the block left their fsync to now, after the lock is free
             _sync_wal(committed)
+
+
+def writer_lock_is_free(engine: Engine) -> bool:
+    """Whether no writer holds ``engine``'s cross-process writer lock now (True without one, or if this thread
+    holds it). Only a probe: another writer may take the lock right after; it lets an event loop that would write
+    itself hand the work to a thread instead when it can see that it would have to wait (hl7/intake.py)."""
+    path = _lock_paths.get(engine)
+    mine = getattr(_holding, "info", None)
+    if path is None or (mine is not None and mine.get("writer_locked")):
+        return True
+    fd = _thread_lock_fd(path)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    return True
+
+
+def _thread_lock_fd(path: str) -> int:
+    """This thread's own descriptor of the lock file (flock belongs to the open file, so each thread has one)."""
+    fds = getattr(_holding, "fds", None)
+    if fds is None:
+        fds = _holding.fds = {}
+    if path not in fds:
+        fds[path] = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    return int(fds[path])
 
 
 def _order_writers(engine: Engine, path: str, begin: str) -> None:
