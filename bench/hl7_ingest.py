@@ -156,6 +156,7 @@ def run_one(
     with running(server):
         if warmup:
             run_load(port, warmup, connections)
+        os.sync()  # the servers measured before leave dirty pages; their writeback must not slow this one's fsyncs
         result = run_load(port, load, connections)
     if server.proc.returncode not in (0, -15):
         result.failures[f"server exit code {server.proc.returncode} on SIGTERM"] = 1
