@@ -158,11 +158,14 @@ def record_writers(hub: Hub, monkeypatch: pytest.MonkeyPatch) -> list[threading.
 def test_a_lone_connection_is_written_on_the_event_loop_and_two_by_the_writer_thread(
     hub: Hub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """On SQLite; on PostgreSQL (where a write may wait on another session's row locks, which the loop cannot see
+    beforehand) the writer thread writes everything."""
     writers = record_writers(hub, monkeypatch)
     assert msa(hub.send(s.ORM_NEW_9_1))[0] == "AA"
     with beside_another_connection(hub):
         assert msa(hub.send(s.ADT_A08))[0] == "AA"
-    assert writers == [hub.loop.thread, hub.intake._thread]
+    lone = hub.loop.thread if hub.engines.write.dialect.name == "sqlite" else hub.intake._thread
+    assert writers == [lone, hub.intake._thread]
     assert hub.scalar("SELECT count(*) FROM message_log") == 2
 
 

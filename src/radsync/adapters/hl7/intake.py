@@ -24,8 +24,8 @@ own, and answered AR 207 if that fails too.
 The asyncio side calls ``await intake.submit(raw_bytes, peer)``; decoding and mapping run there, before the
 message is queued, so they overlap with the writer's fsync.
 
-A lone connection's message is written on the event loop itself (``submit(..., alone=True)``) when the writer
-thread is idle and no other process holds SQLite's writer lock (the loop never waits for it): with one connection nothing can overlap (its sender waits for each ACK), so the hops to the writer
+A lone connection's message is written on the event loop itself (``submit(..., alone=True)``, SQLite only) when
+the writer thread is idle and no other process holds SQLite's writer lock (the loop never waits for it): with one connection nothing can overlap (its sender waits for each ACK), so the hops to the writer
 thread and back are pure cost: ~0.2 ms of a ~1.4 ms message, measured (docs/hl7.md, "One connection"). One lock
 (``_writing``) lets only one of the two write at a time, on the one writer connection; everything else (dedup,
 batch rules, durable-before-answer) is the same code.
@@ -124,6 +124,9 @@ class Hl7Intake:
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._writing = threading.Lock()  # held by whoever writes: the writer thread, or a loop for a lone connection
+        # Only SQLite lets a loop see beforehand that a write would wait (the writer-lock file); a PostgreSQL write can
+        # wait on row locks another session holds, so there the writer thread does every write.
+        self._loop_may_write = engines.write.dialect.name == "sqlite"
         self._closed = True
         self._thread: threading.Thread | None = None
         self._connection: Connection | None = None  # the writer thread's own, kept open between batches
@@ -158,7 +161,7 @@ class Hl7Intake:
         ``alone``: the message came on the only open connection, so it may be written right here (module docstring).
         """
         pending = self._pending(raw, peer)
-        if alone and pending.prepared is not None:
+        if alone and self._loop_may_write and pending.prepared is not None:
             answer = self._write_here(pending)
             if answer is not None:
                 return answer
